@@ -1,0 +1,187 @@
+//! `porthole.dev/v1alpha1`: ConsoleSession (namespaced) and Hypervisor (cluster-scoped).
+//!
+//! Doc comments here become the `kubectl explain` text: write them for users.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A request to open one VM's console in a browser for a limited time.
+///
+/// The operator checks the session against its Hypervisor, creates a Secret, a
+/// proxy Pod and a Service owned by the session, and publishes the console URL in
+/// `status.url`.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "porthole.dev",
+    version = "v1alpha1",
+    kind = "ConsoleSession",
+    namespaced,
+    status = "ConsoleSessionStatus",
+    shortname = "cs",
+    category = "porthole",
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Hypervisor","type":"string","jsonPath":".spec.hypervisor"}"#,
+    printcolumn = r#"{"name":"URL","type":"string","jsonPath":".status.url","priority":1}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsoleSessionSpec {
+    /// Name of the cluster-scoped Hypervisor that hosts the VM.
+    #[schemars(length(min = 1, max = 253))]
+    pub hypervisor: String,
+    /// Which VM's console to open on that Hypervisor.
+    pub vm: VmRef,
+}
+
+/// Identifies a VM on its Hypervisor. A session can only name a VM, never a host:
+/// the Hypervisor decides where the proxy connects.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VmRef {
+    /// For `vnc` Hypervisors: the VNC TCP port of the VM's console on the
+    /// hypervisor host. Must lie in the Hypervisor's `vnc.ports` range.
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<u16>,
+}
+
+/// Where a session stands. Completed, Expired and Failed are final.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum SessionPhase {
+    /// Accepted; the proxy is starting.
+    #[default]
+    Pending,
+    /// The console URL works.
+    Ready,
+    /// The session ended normally.
+    Completed,
+    /// The session's lifetime ran out.
+    Expired,
+    /// The session cannot work; `status.reason` says why.
+    Failed,
+}
+
+impl SessionPhase {
+    /// Final phases never change again.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            SessionPhase::Completed | SessionPhase::Expired | SessionPhase::Failed
+        )
+    }
+}
+
+/// What the operator observed about the session.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsoleSessionStatus {
+    /// Pending, Ready, Completed, Expired or Failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<SessionPhase>,
+    /// The console URL. Its fragment carries the session's access token: browsers
+    /// never send a fragment to a server, so it appears in no request line or log.
+    /// Anyone who can read this ConsoleSession can open its console.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// A CamelCase reason for the current phase (for example `NotAllowed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// A human-readable explanation of the reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`: the console URL works.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// A hypervisor whose VM consoles porthole may open. Cluster-scoped: the platform
+/// team registers it once; namespaces create ConsoleSessions that name it.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "porthole.dev",
+    version = "v1alpha1",
+    kind = "Hypervisor",
+    shortname = "hv",
+    category = "porthole",
+    printcolumn = r#"{"name":"Host","type":"string","jsonPath":".spec.vnc.host"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct HypervisorSpec {
+    /// A host serving VM consoles as plain VNC on TCP ports (libvirt, Foreman).
+    pub vnc: VncHypervisor,
+}
+
+/// Plain VNC consoles on a hypervisor host.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "self.ports.first <= self.ports.last",
+    "message": "ports.first must not be greater than ports.last"
+}]))]
+pub struct VncHypervisor {
+    /// Host name or IP address of the hypervisor, as the proxy pods reach it.
+    #[schemars(length(min = 1, max = 253))]
+    pub host: String,
+    /// The TCP ports that hold VM consoles. Sessions may name no other port.
+    pub ports: PortRange,
+    /// An optional Secret holding the VNC password. The proxy performs VNC
+    /// authentication with it; the browser never sees it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_secret_ref: Option<SecretKeyRef>,
+}
+
+/// An inclusive TCP port range.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub struct PortRange {
+    /// First allowed port.
+    #[schemars(range(min = 1, max = 65535))]
+    pub first: u16,
+    /// Last allowed port.
+    #[schemars(range(min = 1, max = 65535))]
+    pub last: u16,
+}
+
+impl PortRange {
+    pub fn contains(&self, port: u16) -> bool {
+        (self.first..=self.last).contains(&port)
+    }
+}
+
+/// A key of a Secret in a given namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Namespace of the Secret. The operator needs read access there.
+    pub namespace: String,
+    /// Name of the Secret.
+    pub name: String,
+    /// Key within the Secret.
+    pub key: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_range_is_inclusive() {
+        let range = PortRange {
+            first: 5910,
+            last: 5930,
+        };
+        assert!(range.contains(5910) && range.contains(5930));
+        assert!(!range.contains(5909) && !range.contains(5931));
+    }
+
+    #[test]
+    fn final_phases() {
+        assert!(SessionPhase::Failed.is_final());
+        assert!(!SessionPhase::Ready.is_final());
+    }
+}
