@@ -1,0 +1,57 @@
+//! Wires the reconciler to watches: ConsoleSessions, the Pods, Services and
+//! Secrets they own, and the Hypervisors they name.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use kube::runtime::controller::Controller;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, Client, ResourceExt};
+use porthole_api::contract::labels;
+use porthole_api::v1alpha1::{ConsoleSession, Hypervisor};
+use tracing::{info, warn};
+
+use crate::context::Context;
+use crate::reconcile::{error_policy, reconcile};
+
+/// Runs the controller until a shutdown signal arrives.
+pub async fn run_controller(client: Client, ctx: Arc<Context>) {
+    let sessions: Api<ConsoleSession> = Api::all(client.clone());
+    let owned = watcher::Config::default().labels(&format!(
+        "{}={}",
+        labels::MANAGED_BY,
+        labels::OPERATOR_NAME
+    ));
+    let controller = Controller::new(sessions, watcher::Config::default());
+    let store = controller.store();
+    controller
+        .owns(Api::<Pod>::all(client.clone()), owned.clone())
+        .owns(Api::<Service>::all(client.clone()), owned.clone())
+        .owns(Api::<Secret>::all(client.clone()), owned)
+        .watches(
+            Api::<Hypervisor>::all(client.clone()),
+            watcher::Config::default(),
+            move |hypervisor| {
+                // A Hypervisor change concerns every session that names it.
+                let name = hypervisor.name_any();
+                store
+                    .state()
+                    .into_iter()
+                    .filter(|s| s.spec.hypervisor == name)
+                    .map(|s| ObjectRef::from_obj(&*s))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((session, _)) => tracing::debug!(session = %session.name, "reconciled"),
+                Err(error) => warn!(%error, "reconcile loop error"),
+            }
+        })
+        .await;
+    info!("controller stopped");
+}

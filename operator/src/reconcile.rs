@@ -1,0 +1,322 @@
+//! The reconcile pipeline for one ConsoleSession:
+//!
+//! 1. **finished?** a final session only makes sure its children are gone;
+//! 2. **dereference** the Hypervisor, its password Secret and the session Secret;
+//! 3. **ended?** a proxy pod that exited ends the session with its end reason;
+//! 4. **validate** into a [`SessionPlan`](crate::resources::SessionPlan) (pure);
+//! 5. **apply** the Secret, Pod and Service by server-side apply;
+//! 6. **update status** from what the Pod and Service report.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::{Resource, ResourceExt};
+use porthole_api::v1alpha1::{ConsoleSession, Hypervisor, SessionPhase};
+use rand::RngCore;
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::context::Context;
+use crate::naming::child_name;
+use crate::resources::{SessionPlan, console_url};
+use crate::status::{Reason, Verdict, pod_is_ready, pod_outcome};
+use crate::validate::{Observed, PasswordLookup, plan};
+
+/// The one field manager for everything the operator writes.
+pub const MANAGER: &str = "porthole-operator";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API request failed: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+impl Error {
+    /// A bounded label for metrics.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::Kube(kube::Error::Api(_)) => "api",
+            Error::Kube(_) => "transport",
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+pub async fn reconcile(session: Arc<ConsoleSession>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile_timer();
+    let ns = session.namespace().unwrap_or_default();
+    let children = Children::new(&ctx, &ns, &child_name(&session.name_any()));
+    let previous = session.status.as_ref();
+
+    if previous
+        .and_then(|s| s.phase)
+        .is_some_and(SessionPhase::is_final)
+    {
+        children.delete_all().await?;
+        return Ok(Action::await_change());
+    }
+
+    if let Some(pod) = children.pods.get_opt(&children.name).await? {
+        if let Some(verdict) = pod_outcome(&pod) {
+            finish(&session, &ctx, &children, verdict).await?;
+            return Ok(Action::await_change());
+        }
+    }
+
+    let observed = dereference(&session, &ctx, &children).await?;
+    let plan = match plan(&session, &observed, &ctx.config, new_token) {
+        Ok(plan) => plan,
+        Err(verdict) if verdict.phase.is_final() => {
+            finish(&session, &ctx, &children, verdict).await?;
+            return Ok(Action::await_change());
+        }
+        Err(verdict) => {
+            update_status(&session, &ctx, &verdict).await?;
+            // Watches on Hypervisors and Secrets bring us back; this is a backstop.
+            return Ok(Action::requeue(Duration::from_secs(60)));
+        }
+    };
+
+    let pod = apply(&ctx, &children, &plan, &session).await?;
+    let service = children.services.get_opt(&children.name).await?;
+    let cluster_ip = service
+        .and_then(|s| s.spec?.cluster_ip)
+        .filter(|ip| !ip.is_empty() && ip != "None");
+    let verdict = match cluster_ip {
+        Some(ip) if pod_is_ready(&pod) => Verdict {
+            url: Some(console_url(&ip, &plan.token)),
+            ..Verdict::new(
+                SessionPhase::Ready,
+                Reason::ProxyReady,
+                "the console is ready",
+            )
+        },
+        _ => Verdict::new(
+            SessionPhase::Pending,
+            Reason::ProxyStarting,
+            "waiting for the console proxy to become ready",
+        ),
+    };
+    update_status(&session, &ctx, &verdict).await?;
+    Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+/// The session's Pod, Service and Secret, which share one name.
+struct Children {
+    name: String,
+    pods: Api<Pod>,
+    services: Api<Service>,
+    secrets: Api<Secret>,
+}
+
+impl Children {
+    fn new(ctx: &Context, ns: &str, name: &str) -> Self {
+        Children {
+            name: name.to_string(),
+            pods: Api::namespaced(ctx.client.clone(), ns),
+            services: Api::namespaced(ctx.client.clone(), ns),
+            secrets: Api::namespaced(ctx.client.clone(), ns),
+        }
+    }
+
+    /// Deletes the Pod, Service and Secret; already gone is fine.
+    async fn delete_all(&self) -> Result<()> {
+        let dp = DeleteParams::background();
+        ignore_not_found(self.pods.delete(&self.name, &dp).await.map(drop))?;
+        ignore_not_found(self.services.delete(&self.name, &dp).await.map(drop))?;
+        ignore_not_found(self.secrets.delete(&self.name, &dp).await.map(drop))?;
+        Ok(())
+    }
+}
+
+fn ignore_not_found(result: kube::Result<()>) -> kube::Result<()> {
+    match result {
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        other => other,
+    }
+}
+
+async fn dereference(
+    session: &ConsoleSession,
+    ctx: &Context,
+    children: &Children,
+) -> Result<Observed> {
+    let hypervisors: Api<Hypervisor> = Api::all(ctx.client.clone());
+    let hypervisor = hypervisors.get_opt(&session.spec.hypervisor).await?;
+    let vnc_password = match hypervisor
+        .as_ref()
+        .and_then(|h| h.spec.vnc.password_secret_ref.clone())
+    {
+        None => PasswordLookup::NotConfigured,
+        Some(reference) => {
+            let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &reference.namespace);
+            let value = secrets
+                .get_opt(&reference.name)
+                .await?
+                .and_then(|s| s.data?.remove(&reference.key))
+                .and_then(|v| String::from_utf8(v.0).ok());
+            match value {
+                Some(password) => PasswordLookup::Found(password),
+                None => PasswordLookup::Missing(format!(
+                    "Secret {}/{} has no key {:?}",
+                    reference.namespace, reference.name, reference.key
+                )),
+            }
+        }
+    };
+    let session_secret = children.secrets.get_opt(&children.name).await?;
+    Ok(Observed {
+        hypervisor,
+        vnc_password,
+        session_secret,
+    })
+}
+
+/// Applies the Secret and Service, and creates the Pod if it does not exist yet
+/// (a Pod's spec is immutable: a running session keeps the pod it started with).
+async fn apply(
+    ctx: &Context,
+    children: &Children,
+    plan: &SessionPlan,
+    session: &ConsoleSession,
+) -> Result<Pod> {
+    let params = PatchParams::apply(MANAGER).force();
+    children
+        .secrets
+        .patch(&children.name, &params, &Patch::Apply(&plan.secret()))
+        .await?;
+    let pod = match children.pods.get_opt(&children.name).await? {
+        Some(pod) => pod,
+        None => {
+            let pod = children
+                .pods
+                .patch(&children.name, &params, &Patch::Apply(&plan.pod()))
+                .await?;
+            info!(session = %session.name_any(), pod = %children.name, "created console proxy pod");
+            publish(
+                ctx,
+                session,
+                EventType::Normal,
+                "Created",
+                format!("created console proxy pod {}", children.name),
+            )
+            .await;
+            pod
+        }
+    };
+    children
+        .services
+        .patch(&children.name, &params, &Patch::Apply(&plan.service()))
+        .await?;
+    Ok(pod)
+}
+
+/// Records a final verdict, then removes everything the session created.
+async fn finish(
+    session: &ConsoleSession,
+    ctx: &Context,
+    children: &Children,
+    verdict: Verdict,
+) -> Result<()> {
+    update_status(session, ctx, &verdict).await?;
+    children.delete_all().await
+}
+
+/// Writes the status when it changed, with an Event for each phase transition.
+async fn update_status(session: &ConsoleSession, ctx: &Context, verdict: &Verdict) -> Result<()> {
+    let previous = session.status.as_ref();
+    let generation = session.meta().generation;
+    let status = verdict.to_status(previous, generation);
+    if previous == Some(&status) {
+        return Ok(());
+    }
+    let api: Api<ConsoleSession> =
+        Api::namespaced(ctx.client.clone(), &session.namespace().unwrap_or_default());
+    let patch = json!({
+        "apiVersion": "porthole.dev/v1alpha1",
+        "kind": "ConsoleSession",
+        "status": status,
+    });
+    api.patch_status(
+        &session.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    let phase_changed = previous.and_then(|p| p.phase) != Some(verdict.phase);
+    let reason_changed =
+        previous.and_then(|p| p.reason.as_deref()) != Some(verdict.reason.as_str());
+    if phase_changed || reason_changed {
+        ctx.metrics.phase_entered(verdict.phase);
+        let type_ = if verdict.phase == SessionPhase::Failed {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        info!(session = %session.name_any(), phase = ?verdict.phase, reason = verdict.reason.as_str(), "{}", verdict.message);
+        publish(
+            ctx,
+            session,
+            type_,
+            verdict.reason.as_str(),
+            verdict.message.clone(),
+        )
+        .await;
+    }
+    Ok(())
+}
+
+/// Events are best effort: a failure to record one must not fail the reconcile.
+async fn publish(
+    ctx: &Context,
+    session: &ConsoleSession,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.to_string(),
+        note: Some(note),
+        action: "Reconcile".to_string(),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder.publish(&event, &session.object_ref(&())).await {
+        warn!(session = %session.name_any(), %error, "could not record an Event");
+    }
+}
+
+/// 32 random bytes, URL-safe base64: 256 bits an attacker cannot guess.
+fn new_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+pub fn error_policy(session: Arc<ConsoleSession>, error: &Error, ctx: Arc<Context>) -> Action {
+    warn!(session = %session.name_any(), %error, "reconcile failed, retrying");
+    ctx.metrics.reconcile_failed(error.category());
+    Action::requeue(Duration::from_secs(5))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_long_random_and_url_safe() {
+        let (a, b) = (new_token(), new_token());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 43);
+        assert!(
+            a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        );
+    }
+}

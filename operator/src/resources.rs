@@ -1,0 +1,319 @@
+//! Pure builders of the objects a session owns: its Secret, proxy Pod and Service.
+//! No client here: everything is unit-tested from plain values.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EnvVar, HTTPGetAction, Pod, PodSecurityContext,
+    PodSpec, Probe, ResourceRequirements, SeccompProfile, Secret, SecretVolumeSource,
+    SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use porthole_api::contract::{self, env, labels, secret_keys};
+
+/// Everything the builders need, resolved and validated by the reconciler.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SessionPlan {
+    pub namespace: String,
+    /// Name shared by the Pod, Service and Secret.
+    pub child_name: String,
+    pub session_name: String,
+    pub owner: OwnerReference,
+    /// `host:port` of the VM console, taken from the Hypervisor, never from the session.
+    pub upstream: String,
+    /// Shown on the console page.
+    pub vm_name: String,
+    pub proxy_image: String,
+    pub proxy_image_pull_policy: String,
+    /// The browser's access token.
+    pub token: String,
+    /// The upstream VNC password, if the hypervisor requires one.
+    pub vnc_password: Option<String>,
+}
+
+/// The unprivileged user the proxy runs as (the conventional "nonroot" id).
+const PROXY_UID: i64 = 65532;
+const SESSION_VOLUME: &str = "session";
+
+impl SessionPlan {
+    fn labels(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (labels::NAME.to_string(), labels::PROXY_NAME.to_string()),
+            (
+                labels::MANAGED_BY.to_string(),
+                labels::OPERATOR_NAME.to_string(),
+            ),
+            (labels::SESSION.to_string(), self.session_name.clone()),
+        ])
+    }
+
+    fn metadata(&self) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(self.child_name.clone()),
+            namespace: Some(self.namespace.clone()),
+            labels: Some(self.labels()),
+            owner_references: Some(vec![self.owner.clone()]),
+            ..ObjectMeta::default()
+        }
+    }
+
+    /// The session Secret: the access token and, when needed, the VNC password.
+    pub fn secret(&self) -> Secret {
+        let mut data = BTreeMap::from([(
+            secret_keys::TOKEN.to_string(),
+            ByteString(self.token.clone().into_bytes()),
+        )]);
+        if let Some(password) = &self.vnc_password {
+            data.insert(
+                secret_keys::VNC_PASSWORD.to_string(),
+                ByteString(password.clone().into_bytes()),
+            );
+        }
+        Secret {
+            metadata: self.metadata(),
+            type_: Some("Opaque".to_string()),
+            immutable: Some(true),
+            data: Some(data),
+            ..Secret::default()
+        }
+    }
+
+    /// The proxy Pod: one restricted container, the Secret mounted read-only, no
+    /// service-account token (the proxy never talks to the API server).
+    pub fn pod(&self) -> Pod {
+        let env_var = |name: &str, value: &str| EnvVar {
+            name: name.to_string(),
+            value: Some(value.to_string()),
+            ..EnvVar::default()
+        };
+        let http_probe = |path: &str, period: i32| Probe {
+            http_get: Some(HTTPGetAction {
+                path: Some(path.to_string()),
+                port: IntOrString::String("http".to_string()),
+                ..HTTPGetAction::default()
+            }),
+            period_seconds: Some(period),
+            timeout_seconds: Some(1),
+            failure_threshold: Some(3),
+            ..Probe::default()
+        };
+        let quantities = |cpu: &str, memory: &str| {
+            BTreeMap::from([
+                ("cpu".to_string(), Quantity(cpu.to_string())),
+                ("memory".to_string(), Quantity(memory.to_string())),
+            ])
+        };
+        let container = Container {
+            name: "proxy".to_string(),
+            image: Some(self.proxy_image.clone()),
+            image_pull_policy: Some(self.proxy_image_pull_policy.clone()),
+            args: Some(vec!["session".to_string()]),
+            env: Some(vec![
+                env_var(env::LISTEN, &format!("0.0.0.0:{}", contract::PROXY_PORT)),
+                env_var(env::UPSTREAM, &self.upstream),
+                env_var(env::SESSION_DIR, contract::SESSION_SECRET_MOUNT),
+                env_var(env::SESSION_NAMESPACE, &self.namespace),
+                env_var(env::SESSION_NAME, &self.session_name),
+                env_var(env::VM_NAME, &self.vm_name),
+            ]),
+            ports: Some(vec![ContainerPort {
+                name: Some("http".to_string()),
+                container_port: i32::from(contract::PROXY_PORT),
+                protocol: Some("TCP".to_string()),
+                ..ContainerPort::default()
+            }]),
+            volume_mounts: Some(vec![VolumeMount {
+                name: SESSION_VOLUME.to_string(),
+                mount_path: contract::SESSION_SECRET_MOUNT.to_string(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            }]),
+            readiness_probe: Some(http_probe("/readyz", 1)),
+            liveness_probe: Some(http_probe("/healthz", 10)),
+            resources: Some(ResourceRequirements {
+                requests: Some(quantities("10m", "16Mi")),
+                limits: Some(quantities("500m", "64Mi")),
+                ..ResourceRequirements::default()
+            }),
+            security_context: Some(SecurityContext {
+                allow_privilege_escalation: Some(false),
+                read_only_root_filesystem: Some(true),
+                run_as_non_root: Some(true),
+                capabilities: Some(Capabilities {
+                    drop: Some(vec!["ALL".to_string()]),
+                    ..Capabilities::default()
+                }),
+                ..SecurityContext::default()
+            }),
+            termination_message_path: Some(contract::TERMINATION_MESSAGE_PATH.to_string()),
+            termination_message_policy: Some("FallbackToLogsOnError".to_string()),
+            ..Container::default()
+        };
+        Pod {
+            metadata: self.metadata(),
+            spec: Some(PodSpec {
+                containers: vec![container],
+                // The proxy's exit is the session's end: never restart it.
+                restart_policy: Some("Never".to_string()),
+                automount_service_account_token: Some(false),
+                enable_service_links: Some(false),
+                security_context: Some(PodSecurityContext {
+                    run_as_non_root: Some(true),
+                    run_as_user: Some(PROXY_UID),
+                    run_as_group: Some(PROXY_UID),
+                    fs_group: Some(PROXY_UID),
+                    seccomp_profile: Some(SeccompProfile {
+                        type_: "RuntimeDefault".to_string(),
+                        ..SeccompProfile::default()
+                    }),
+                    ..PodSecurityContext::default()
+                }),
+                volumes: Some(vec![Volume {
+                    name: SESSION_VOLUME.to_string(),
+                    secret: Some(SecretVolumeSource {
+                        secret_name: Some(self.child_name.clone()),
+                        default_mode: Some(0o440),
+                        ..SecretVolumeSource::default()
+                    }),
+                    ..Volume::default()
+                }]),
+                termination_grace_period_seconds: Some(5),
+                ..PodSpec::default()
+            }),
+            status: None,
+        }
+    }
+
+    /// The Service in front of the proxy Pod.
+    pub fn service(&self) -> Service {
+        Service {
+            metadata: self.metadata(),
+            spec: Some(ServiceSpec {
+                type_: Some("ClusterIP".to_string()),
+                selector: Some(BTreeMap::from([(
+                    labels::SESSION.to_string(),
+                    self.session_name.clone(),
+                )])),
+                ports: Some(vec![ServicePort {
+                    name: Some("http".to_string()),
+                    port: i32::from(contract::SERVICE_PORT),
+                    target_port: Some(IntOrString::String("http".to_string())),
+                    protocol: Some("TCP".to_string()),
+                    ..ServicePort::default()
+                }]),
+                ..ServiceSpec::default()
+            }),
+            status: None,
+        }
+    }
+}
+
+/// The console URL: the Service address, with the access token in the fragment.
+pub fn console_url(cluster_ip: &str, token: &str) -> String {
+    let host = if cluster_ip.contains(':') {
+        format!("[{cluster_ip}]")
+    } else {
+        cluster_ip.to_string()
+    };
+    let port = match contract::SERVICE_PORT {
+        80 => String::new(),
+        port => format!(":{port}"),
+    };
+    format!("http://{host}{port}/#token={token}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan() -> SessionPlan {
+        SessionPlan {
+            namespace: "team-a".into(),
+            child_name: "console-web".into(),
+            session_name: "web".into(),
+            owner: OwnerReference {
+                api_version: "porthole.dev/v1alpha1".into(),
+                kind: "ConsoleSession".into(),
+                name: "web".into(),
+                uid: "uid-1".into(),
+                controller: Some(true),
+                block_owner_deletion: Some(true),
+            },
+            upstream: "10.0.0.5:5910".into(),
+            vm_name: "web (port 5910)".into(),
+            proxy_image: "porthole/proxy:dev".into(),
+            proxy_image_pull_policy: "IfNotPresent".into(),
+            token: "tok".into(),
+            vnc_password: Some("pw".into()),
+        }
+    }
+
+    #[test]
+    fn everything_is_owned_by_the_session_and_labelled() {
+        let p = plan();
+        for meta in [p.secret().metadata, p.pod().metadata, p.service().metadata] {
+            assert_eq!(meta.owner_references.as_ref().unwrap()[0].uid, "uid-1");
+            assert_eq!(meta.labels.as_ref().unwrap()[labels::SESSION], "web");
+            assert_eq!(meta.name.as_deref(), Some("console-web"));
+            assert_eq!(meta.namespace.as_deref(), Some("team-a"));
+        }
+    }
+
+    #[test]
+    fn secret_holds_token_and_password() {
+        let data = plan().secret().data.unwrap();
+        assert_eq!(data[secret_keys::TOKEN].0, b"tok");
+        assert_eq!(data[secret_keys::VNC_PASSWORD].0, b"pw");
+        let without = SessionPlan {
+            vnc_password: None,
+            ..plan()
+        }
+        .secret()
+        .data
+        .unwrap();
+        assert!(!without.contains_key(secret_keys::VNC_PASSWORD));
+    }
+
+    #[test]
+    fn pod_passes_the_restricted_pod_security_standard() {
+        let spec = plan().pod().spec.unwrap();
+        let pod_sc = spec.security_context.unwrap();
+        assert_eq!(pod_sc.run_as_non_root, Some(true));
+        assert_eq!(pod_sc.seccomp_profile.unwrap().type_, "RuntimeDefault");
+        let sc = spec.containers[0].security_context.clone().unwrap();
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.capabilities.unwrap().drop, Some(vec!["ALL".into()]));
+        assert_eq!(spec.automount_service_account_token, Some(false));
+        assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
+    }
+
+    #[test]
+    fn pod_gets_the_upstream_from_the_plan_and_never_the_token_in_env() {
+        let container = plan().pod().spec.unwrap().containers.remove(0);
+        let env = container.env.unwrap();
+        let upstream = env.iter().find(|e| e.name == env::UPSTREAM).unwrap();
+        assert_eq!(upstream.value.as_deref(), Some("10.0.0.5:5910"));
+        assert!(env.iter().all(|e| e.value.as_deref() != Some("tok")));
+        assert!(env.iter().all(|e| e.value.as_deref() != Some("pw")));
+    }
+
+    #[test]
+    fn service_selects_the_session_pod() {
+        let spec = plan().service().spec.unwrap();
+        assert_eq!(spec.selector.unwrap()[labels::SESSION], "web");
+        assert_eq!(spec.ports.unwrap()[0].port, 80);
+    }
+
+    #[test]
+    fn url_carries_the_token_in_the_fragment_only() {
+        assert_eq!(
+            console_url("10.96.0.20", "abc"),
+            "http://10.96.0.20/#token=abc"
+        );
+        assert_eq!(console_url("fd00::1", "abc"), "http://[fd00::1]/#token=abc");
+    }
+}

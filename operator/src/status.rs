@@ -1,0 +1,293 @@
+//! Pure status computation: what the session's status should say, given what
+//! the reconciler observed. The reconciler only writes the result.
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use porthole_api::contract::EndReason;
+use porthole_api::v1alpha1::{ConsoleSessionStatus, SessionPhase};
+
+pub const CONDITION_READY: &str = "Ready";
+
+/// Reasons that appear in `status.reason`, conditions and Events: a fixed set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    ProxyStarting,
+    ProxyReady,
+    HypervisorNotFound,
+    CredentialsNotFound,
+    InvalidSpec,
+    PortNotAllowed,
+    Completed,
+    UpstreamClosed,
+    Expired,
+    Idle,
+    NeverConnected,
+    UpstreamFailed,
+    ProxyFailed,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::ProxyStarting => "ProxyStarting",
+            Reason::ProxyReady => "ProxyReady",
+            Reason::HypervisorNotFound => "HypervisorNotFound",
+            Reason::CredentialsNotFound => "CredentialsNotFound",
+            Reason::InvalidSpec => "InvalidSpec",
+            Reason::PortNotAllowed => "PortNotAllowed",
+            Reason::Completed => "Completed",
+            Reason::UpstreamClosed => "UpstreamClosed",
+            Reason::Expired => "Expired",
+            Reason::Idle => "Idle",
+            Reason::NeverConnected => "NeverConnected",
+            Reason::UpstreamFailed => "UpstreamFailed",
+            Reason::ProxyFailed => "ProxyFailed",
+        }
+    }
+}
+
+/// A phase with the reason and message that explain it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Verdict {
+    pub phase: SessionPhase,
+    pub reason: Reason,
+    pub message: String,
+    /// The console URL, once it works.
+    pub url: Option<String>,
+}
+
+impl Verdict {
+    pub fn new(phase: SessionPhase, reason: Reason, message: impl Into<String>) -> Self {
+        Verdict {
+            phase,
+            reason,
+            message: message.into(),
+            url: None,
+        }
+    }
+
+    /// The status to write, keeping the Ready condition's transition time when
+    /// its status did not change.
+    pub fn to_status(
+        &self,
+        previous: Option<&ConsoleSessionStatus>,
+        generation: Option<i64>,
+    ) -> ConsoleSessionStatus {
+        let ready = if self.phase == SessionPhase::Ready {
+            "True"
+        } else {
+            "False"
+        };
+        let previous_ready =
+            previous.and_then(|s| s.conditions.iter().find(|c| c.type_ == CONDITION_READY));
+        let last_transition_time = match previous_ready {
+            Some(c) if c.status == ready => c.last_transition_time.clone(),
+            _ => Time(k8s_openapi::jiff::Timestamp::now()),
+        };
+        ConsoleSessionStatus {
+            phase: Some(self.phase),
+            url: self.url.clone(),
+            reason: Some(self.reason.as_str().to_string()),
+            message: Some(self.message.clone()),
+            observed_generation: generation,
+            conditions: vec![Condition {
+                type_: CONDITION_READY.to_string(),
+                status: ready.to_string(),
+                reason: self.reason.as_str().to_string(),
+                message: self.message.clone(),
+                last_transition_time,
+                observed_generation: generation,
+            }],
+        }
+    }
+}
+
+/// Whether the proxy pod has finished, and if so how the session ended, read
+/// from the proxy's termination message.
+pub fn pod_outcome(pod: &Pod) -> Option<Verdict> {
+    let status = pod.status.as_ref()?;
+    let phase = status.phase.as_deref()?;
+    if phase != "Succeeded" && phase != "Failed" {
+        return None;
+    }
+    let terminated = status
+        .container_statuses
+        .iter()
+        .flatten()
+        .find_map(|c| c.state.as_ref()?.terminated.as_ref());
+    let message = terminated.and_then(|t| t.message.as_deref()).unwrap_or("");
+    let exit_code = terminated.map(|t| t.exit_code);
+    Some(match message.lines().next().map(str::parse::<EndReason>) {
+        Some(Ok(reason)) => verdict_for(&reason),
+        _ => Verdict::new(
+            SessionPhase::Failed,
+            Reason::ProxyFailed,
+            match exit_code {
+                Some(code) => {
+                    format!("the console proxy exited with code {code} without an end reason")
+                }
+                None => "the console proxy stopped without an end reason".to_string(),
+            },
+        ),
+    })
+}
+
+/// Maps the proxy's end reason onto the session's final phase.
+pub fn verdict_for(reason: &EndReason) -> Verdict {
+    use SessionPhase::{Completed, Expired, Failed};
+    match reason {
+        EndReason::Completed => Verdict::new(Completed, Reason::Completed, "the session ended"),
+        EndReason::UpstreamClosed => Verdict::new(
+            Completed,
+            Reason::UpstreamClosed,
+            "the hypervisor closed the console",
+        ),
+        EndReason::Expired => Verdict::new(
+            Expired,
+            Reason::Expired,
+            "the session reached its time limit",
+        ),
+        EndReason::Idle => Verdict::new(
+            Expired,
+            Reason::Idle,
+            "the session ended after a period without user input",
+        ),
+        EndReason::NeverConnected => Verdict::new(
+            Expired,
+            Reason::NeverConnected,
+            "nobody opened the console in time",
+        ),
+        EndReason::UpstreamFailed(detail) => Verdict::new(
+            Failed,
+            Reason::UpstreamFailed,
+            format!("the console could not reach the VM: {detail}"),
+        ),
+    }
+}
+
+/// Whether the pod's Ready condition is true.
+pub fn pod_is_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|conds| {
+            conds
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{
+        ContainerState, ContainerStateTerminated, ContainerStatus, PodCondition, PodStatus,
+    };
+
+    fn finished_pod(phase: &str, message: Option<&str>, exit_code: i32) -> Pod {
+        Pod {
+            status: Some(PodStatus {
+                phase: Some(phase.into()),
+                container_statuses: Some(vec![ContainerStatus {
+                    name: "proxy".into(),
+                    state: Some(ContainerState {
+                        terminated: Some(ContainerStateTerminated {
+                            exit_code,
+                            message: message.map(Into::into),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn running_pod_has_no_outcome() {
+        assert_eq!(pod_outcome(&finished_pod("Running", None, 0)), None);
+    }
+
+    #[test]
+    fn end_reason_decides_the_final_phase() {
+        let cases = [
+            ("completed", SessionPhase::Completed, Reason::Completed),
+            ("expired", SessionPhase::Expired, Reason::Expired),
+            ("idle", SessionPhase::Expired, Reason::Idle),
+            (
+                "never-connected",
+                SessionPhase::Expired,
+                Reason::NeverConnected,
+            ),
+            (
+                "upstream-closed",
+                SessionPhase::Completed,
+                Reason::UpstreamClosed,
+            ),
+            (
+                "upstream-failed: connection refused",
+                SessionPhase::Failed,
+                Reason::UpstreamFailed,
+            ),
+        ];
+        for (message, phase, reason) in cases {
+            let verdict = pod_outcome(&finished_pod("Succeeded", Some(message), 0)).unwrap();
+            assert_eq!(
+                (verdict.phase, verdict.reason),
+                (phase, reason),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn upstream_failure_detail_reaches_the_message() {
+        let verdict = pod_outcome(&finished_pod(
+            "Failed",
+            Some("upstream-failed: connection refused"),
+            1,
+        ))
+        .unwrap();
+        assert!(verdict.message.contains("connection refused"));
+    }
+
+    #[test]
+    fn crash_without_reason_is_a_proxy_failure() {
+        let verdict =
+            pod_outcome(&finished_pod("Failed", Some("thread main panicked"), 101)).unwrap();
+        assert_eq!(verdict.reason, Reason::ProxyFailed);
+        assert!(verdict.message.contains("101"));
+    }
+
+    #[test]
+    fn ready_condition_keeps_its_transition_time_while_unchanged() {
+        let ready = Verdict {
+            url: Some("u".into()),
+            ..Verdict::new(SessionPhase::Ready, Reason::ProxyReady, "ok")
+        };
+        let first = ready.to_status(None, Some(1));
+        let t0 = first.conditions[0].last_transition_time.clone();
+        let again = ready.to_status(Some(&first), Some(1));
+        assert_eq!(again.conditions[0].last_transition_time, t0);
+        assert_eq!(again.conditions[0].status, "True");
+        let ended = Verdict::new(SessionPhase::Completed, Reason::Completed, "done")
+            .to_status(Some(&first), Some(1));
+        assert_eq!(ended.conditions[0].status, "False");
+        assert_eq!(ended.url, None);
+    }
+
+    #[test]
+    fn pod_readiness_follows_its_condition() {
+        let mut pod = finished_pod("Running", None, 0);
+        assert!(!pod_is_ready(&pod));
+        pod.status.as_mut().unwrap().conditions = Some(vec![PodCondition {
+            type_: "Ready".into(),
+            status: "True".into(),
+            ..Default::default()
+        }]);
+        assert!(pod_is_ready(&pod));
+    }
+}

@@ -1,0 +1,213 @@
+//! Logs, metrics and the health endpoint.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use porthole_api::v1alpha1::SessionPhase;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+use tracing_subscriber::EnvFilter;
+
+/// Text logs for people; `PORTHOLE_LOG_FORMAT=json` for log pipelines.
+pub fn init_logging(filter: &str) {
+    let builder = tracing_subscriber::fmt().with_env_filter(EnvFilter::new(filter));
+    if std::env::var("PORTHOLE_LOG_FORMAT").as_deref() == Ok("json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabel {
+    phase: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CategoryLabel {
+    category: &'static str,
+}
+
+/// Operator metrics. Labels come from fixed sets, never from object names.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    reconciliations: Counter,
+    reconcile_errors: Family<CategoryLabel, Counter>,
+    reconcile_duration: Histogram,
+    phase_transitions: Family<PhaseLabel, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("porthole_operator");
+        let reconciliations = Counter::default();
+        let reconcile_errors = Family::<CategoryLabel, Counter>::default();
+        let reconcile_duration = Histogram::new(exponential_buckets(0.001, 2.0, 14));
+        let phase_transitions = Family::<PhaseLabel, Counter>::default();
+        registry.register(
+            "reconciliations",
+            "Reconciliations started",
+            reconciliations.clone(),
+        );
+        registry.register(
+            "reconcile_errors",
+            "Reconciliations that failed, by category",
+            reconcile_errors.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time spent in one reconciliation",
+            reconcile_duration.clone(),
+        );
+        registry.register(
+            "session_phase_transitions",
+            "Sessions entering each phase",
+            phase_transitions.clone(),
+        );
+        Metrics {
+            registry: Arc::new(registry),
+            reconciliations,
+            reconcile_errors,
+            reconcile_duration,
+            phase_transitions,
+        }
+    }
+}
+
+/// Observes a reconcile's duration when dropped.
+pub struct ReconcileTimer<'a> {
+    start: Instant,
+    histogram: &'a Histogram,
+}
+
+impl Drop for ReconcileTimer<'_> {
+    fn drop(&mut self) {
+        self.histogram.observe(self.start.elapsed().as_secs_f64());
+    }
+}
+
+impl Metrics {
+    pub fn reconcile_timer(&self) -> ReconcileTimer<'_> {
+        self.reconciliations.inc();
+        ReconcileTimer {
+            start: Instant::now(),
+            histogram: &self.reconcile_duration,
+        }
+    }
+
+    pub fn reconcile_failed(&self, category: &'static str) {
+        self.reconcile_errors
+            .get_or_create(&CategoryLabel { category })
+            .inc();
+    }
+
+    pub fn phase_entered(&self, phase: SessionPhase) {
+        let phase = match phase {
+            SessionPhase::Pending => "Pending",
+            SessionPhase::Ready => "Ready",
+            SessionPhase::Completed => "Completed",
+            SessionPhase::Expired => "Expired",
+            SessionPhase::Failed => "Failed",
+        };
+        self.phase_transitions
+            .get_or_create(&PhaseLabel { phase })
+            .inc();
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// Serves `/healthz`, `/readyz` (true once the controller runs) and `/metrics`.
+pub async fn serve_http(
+    addr: SocketAddr,
+    metrics: Metrics,
+    ready: Arc<AtomicBool>,
+) -> std::io::Result<()> {
+    let listener = TcpListener::bind(addr).await?;
+    info!(%addr, "serving /healthz, /readyz and /metrics");
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(error) => {
+                warn!(%error, "accept failed");
+                continue;
+            }
+        };
+        let (metrics, ready) = (metrics.clone(), ready.clone());
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let response = respond(req.uri().path(), &metrics, ready.load(Ordering::Relaxed));
+                async move { Ok::<_, std::convert::Infallible>(response) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn respond(path: &str, metrics: &Metrics, ready: bool) -> Response<Full<Bytes>> {
+    let (status, body) = match path {
+        "/healthz" => (StatusCode::OK, "ok\n".to_string()),
+        "/readyz" if ready => (StatusCode::OK, "ready\n".to_string()),
+        "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, "starting\n".to_string()),
+        "/metrics" => (StatusCode::OK, metrics.encode()),
+        _ => (StatusCode::NOT_FOUND, "not found\n".to_string()),
+    };
+    Response::builder()
+        .status(status)
+        .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
+        .body(Full::new(Bytes::from(body)))
+        .expect("a static response is valid")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_render_with_fixed_labels() {
+        let metrics = Metrics::default();
+        drop(metrics.reconcile_timer());
+        metrics.reconcile_failed("api");
+        metrics.phase_entered(SessionPhase::Ready);
+        let text = metrics.encode();
+        assert!(text.contains("porthole_operator_reconciliations_total 1"));
+        assert!(text.contains(r#"porthole_operator_reconcile_errors_total{category="api"} 1"#));
+        assert!(
+            text.contains(r#"porthole_operator_session_phase_transitions_total{phase="Ready"} 1"#)
+        );
+    }
+
+    #[test]
+    fn readyz_reflects_readiness() {
+        let metrics = Metrics::default();
+        assert_eq!(
+            respond("/readyz", &metrics, false).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(respond("/readyz", &metrics, true).status(), StatusCode::OK);
+        assert_eq!(
+            respond("/healthz", &metrics, false).status(),
+            StatusCode::OK
+        );
+    }
+}

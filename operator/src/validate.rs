@@ -1,0 +1,218 @@
+//! Validation: turns a session and what it refers to into a [`SessionPlan`], or
+//! into the verdict that explains why it cannot run. Pure.
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Resource, ResourceExt};
+use porthole_api::contract::secret_keys;
+use porthole_api::v1alpha1::{ConsoleSession, Hypervisor, SessionPhase};
+
+use crate::config::Config;
+use crate::naming::child_name;
+use crate::resources::SessionPlan;
+use crate::status::{Reason, Verdict};
+
+/// What the reconciler read from the API before deciding anything.
+#[derive(Clone, Debug, Default)]
+pub struct Observed {
+    pub hypervisor: Option<Hypervisor>,
+    /// The VNC password, when the Hypervisor names a password Secret.
+    pub vnc_password: PasswordLookup,
+    /// The session's own Secret, if it exists already (its token is kept).
+    pub session_secret: Option<Secret>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum PasswordLookup {
+    #[default]
+    NotConfigured,
+    Found(String),
+    /// The named Secret or key does not exist: the message says which.
+    Missing(String),
+}
+
+/// Decides what to run for `session`, given a fresh token in case the session
+/// has none yet.
+pub fn plan(
+    session: &ConsoleSession,
+    observed: &Observed,
+    config: &Config,
+    fresh_token: impl FnOnce() -> String,
+) -> Result<SessionPlan, Verdict> {
+    let name = session.name_any();
+    let hv_name = &session.spec.hypervisor;
+    let Some(hypervisor) = &observed.hypervisor else {
+        // Not final: GitOps may apply the Hypervisor after the session.
+        return Err(Verdict::new(
+            SessionPhase::Pending,
+            Reason::HypervisorNotFound,
+            format!("Hypervisor {hv_name:?} does not exist"),
+        ));
+    };
+    let vnc = &hypervisor.spec.vnc;
+    let Some(port) = session.spec.vm.port else {
+        return Err(Verdict::new(
+            SessionPhase::Failed,
+            Reason::InvalidSpec,
+            format!("spec.vm.port is required for the vnc Hypervisor {hv_name:?}"),
+        ));
+    };
+    if !vnc.ports.contains(port) {
+        return Err(Verdict::new(
+            SessionPhase::Failed,
+            Reason::PortNotAllowed,
+            format!(
+                "port {port} is outside the range {}-{} that Hypervisor {hv_name:?} allows",
+                vnc.ports.first, vnc.ports.last
+            ),
+        ));
+    }
+    let vnc_password = match &observed.vnc_password {
+        PasswordLookup::NotConfigured => None,
+        PasswordLookup::Found(password) => Some(password.clone()),
+        PasswordLookup::Missing(what) => {
+            return Err(Verdict::new(
+                SessionPhase::Pending,
+                Reason::CredentialsNotFound,
+                format!("the VNC password of Hypervisor {hv_name:?} is missing: {what}"),
+            ));
+        }
+    };
+    let token = observed
+        .session_secret
+        .as_ref()
+        .and_then(|s| s.data.as_ref()?.get(secret_keys::TOKEN))
+        .and_then(|b| String::from_utf8(b.0.clone()).ok())
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(fresh_token);
+    Ok(SessionPlan {
+        namespace: session.namespace().unwrap_or_default(),
+        child_name: child_name(&name),
+        session_name: name.clone(),
+        owner: session
+            .controller_owner_ref(&())
+            .expect("a ConsoleSession read from the API has a name and uid"),
+        upstream: host_port(&vnc.host, port),
+        vm_name: format!("{hv_name} port {port}"),
+        proxy_image: config.proxy_image.clone(),
+        proxy_image_pull_policy: config.proxy_image_pull_policy.clone(),
+        token,
+        vnc_password,
+    })
+}
+
+fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::ByteString;
+    use porthole_api::v1alpha1::{
+        ConsoleSessionSpec, HypervisorSpec, PortRange, VmRef, VncHypervisor,
+    };
+    use std::collections::BTreeMap;
+
+    fn session(port: Option<u16>) -> ConsoleSession {
+        let mut s = ConsoleSession::new(
+            "web",
+            ConsoleSessionSpec {
+                hypervisor: "hv1".into(),
+                vm: VmRef { port },
+            },
+        );
+        s.metadata.namespace = Some("team-a".into());
+        s.metadata.uid = Some("uid-1".into());
+        s
+    }
+
+    fn observed() -> Observed {
+        Observed {
+            hypervisor: Some(Hypervisor::new(
+                "hv1",
+                HypervisorSpec {
+                    vnc: VncHypervisor {
+                        host: "10.200.0.1".into(),
+                        ports: PortRange {
+                            first: 5910,
+                            last: 5930,
+                        },
+                        password_secret_ref: None,
+                    },
+                },
+            )),
+            ..Observed::default()
+        }
+    }
+
+    fn run(session: &ConsoleSession, observed: &Observed) -> Result<SessionPlan, Verdict> {
+        plan(session, observed, &Config::for_tests(), || "fresh".into())
+    }
+
+    #[test]
+    fn a_valid_session_gets_a_plan_pointing_at_its_hypervisor() {
+        let plan = run(&session(Some(5912)), &observed()).unwrap();
+        assert_eq!(plan.upstream, "10.200.0.1:5912");
+        assert_eq!(plan.token, "fresh");
+        assert_eq!(plan.owner.uid, "uid-1");
+        assert_eq!(plan.child_name, "console-web");
+    }
+
+    #[test]
+    fn an_existing_token_is_kept() {
+        let mut obs = observed();
+        obs.session_secret = Some(Secret {
+            data: Some(BTreeMap::from([(
+                secret_keys::TOKEN.into(),
+                ByteString(b"kept".to_vec()),
+            )])),
+            ..Secret::default()
+        });
+        assert_eq!(run(&session(Some(5912)), &obs).unwrap().token, "kept");
+    }
+
+    #[test]
+    fn a_port_outside_the_range_fails_for_good() {
+        let verdict = run(&session(Some(22)), &observed()).unwrap_err();
+        assert_eq!(
+            (verdict.phase, verdict.reason),
+            (SessionPhase::Failed, Reason::PortNotAllowed)
+        );
+        assert!(verdict.message.contains("5910-5930"));
+    }
+
+    #[test]
+    fn a_missing_port_is_an_invalid_spec() {
+        let verdict = run(&session(None), &observed()).unwrap_err();
+        assert_eq!(verdict.reason, Reason::InvalidSpec);
+    }
+
+    #[test]
+    fn a_missing_hypervisor_waits() {
+        let verdict = run(&session(Some(5912)), &Observed::default()).unwrap_err();
+        assert_eq!(
+            (verdict.phase, verdict.reason),
+            (SessionPhase::Pending, Reason::HypervisorNotFound)
+        );
+    }
+
+    #[test]
+    fn a_missing_password_waits_and_says_which() {
+        let mut obs = observed();
+        obs.vnc_password =
+            PasswordLookup::Missing("Secret porthole-system/vnc has no key password".into());
+        let verdict = run(&session(Some(5912)), &obs).unwrap_err();
+        assert_eq!(verdict.reason, Reason::CredentialsNotFound);
+        assert!(verdict.message.contains("porthole-system/vnc"));
+    }
+
+    #[test]
+    fn ipv6_hosts_are_bracketed() {
+        assert_eq!(host_port("fd00::5", 5910), "[fd00::5]:5910");
+        assert_eq!(host_port("hv.example", 5910), "hv.example:5910");
+    }
+}
