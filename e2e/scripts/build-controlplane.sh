@@ -40,7 +40,6 @@ build_helm() {
   local tmp="$HELM_BIN.tmp"
   rm -rf "$tmp" && mkdir -p "$tmp"
   local ld="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
-  ld="$ld -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1"
   (cd "$E2E/controlplane/helm" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "$ld" -o "$tmp/helm" helm.sh/helm/v3/cmd/helm)
   rm -rf "$HELM_BIN" && mv "$tmp" "$HELM_BIN"
 }

@@ -1,10 +1,11 @@
-//! Wires the reconciler to watches: ConsoleSessions, the Pods, Services and
-//! Secrets they own, and the Hypervisors they name.
+//! Wires the reconciler to watches: ConsoleSessions, the Pods and Services they
+//! own, and the Hypervisors they name. Secrets are not watched: the session
+//! Secret never changes, and not listing Secrets keeps the operator's RBAC small.
 
 use std::sync::Arc;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::runtime::controller::Controller;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -28,8 +29,7 @@ pub async fn run_controller(client: Client, ctx: Arc<Context>) {
     let store = controller.store();
     controller
         .owns(Api::<Pod>::all(client.clone()), owned.clone())
-        .owns(Api::<Service>::all(client.clone()), owned.clone())
-        .owns(Api::<Secret>::all(client.clone()), owned)
+        .owns(Api::<Service>::all(client.clone()), owned)
         .watches(
             Api::<Hypervisor>::all(client.clone()),
             watcher::Config::default(),

@@ -1,0 +1,83 @@
+# porthole: `make demo` to see it work, `make test` to prove it.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+export PATH := $(HOME)/.cargo/bin:/usr/local/go/bin:$(PATH)
+
+MUSL := x86_64-unknown-linux-musl
+PODMAN := podman --runtime runc --cgroup-manager=cgroupfs
+STATE := $(CURDIR)/.e2e
+KUBECONFIG := $(STATE)/kubeconfig
+KUBECTL = $(shell . e2e/scripts/lib.sh && echo $$K8S_BIN/kubectl)
+HELM = $(shell . e2e/scripts/lib.sh && echo $$HELM_BIN/helm)
+IMAGE_TAG ?= dev
+
+.PHONY: help
+help: ## List the targets.
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+.PHONY: deps
+deps: ## Install what the build and tests need (apt, rust target); idempotent.
+	@e2e/scripts/deps.sh
+
+.PHONY: build
+build: ## Build every crate (debug).
+	cargo build --workspace --all-targets
+
+.PHONY: crds
+crds: ## Regenerate the CRD YAML from the Rust types.
+	cargo run -q -p porthole-api --bin crdgen consolesession > crds/consolesession.yaml
+	cargo run -q -p porthole-api --bin crdgen hypervisor > crds/hypervisor.yaml
+	cp crds/consolesession.yaml crds/hypervisor.yaml charts/porthole/crds/
+
+.PHONY: check-crds
+check-crds: ## Fail when the committed CRD YAML is stale.
+	@for crd in consolesession hypervisor; do \
+	  cargo run -q -p porthole-api --bin crdgen $$crd | diff -u crds/$$crd.yaml - >/dev/null && \
+	  diff -u crds/$$crd.yaml charts/porthole/crds/$$crd.yaml >/dev/null || \
+	  { echo "crds/$$crd.yaml is stale: run 'make crds' and commit"; exit 1; }; done
+	@echo "CRDs are up to date"
+
+.PHONY: lint
+lint: ## rustfmt and clippy with warnings as errors.
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+.PHONY: unit
+unit: ## Unit and integration tests of the crates (no cluster).
+	cargo test --workspace --exclude porthole-e2e
+
+.PHONY: images
+images: ## Build the porthole/operator and porthole/proxy OCI images (FROM scratch, static).
+	cargo build --release --target $(MUSL) -p porthole-operator -p porthole-proxy
+	@for c in operator proxy; do \
+	  ctx=$$(mktemp -d) && cp target/$(MUSL)/release/porthole-$$c $$c/Containerfile $$ctx/ && \
+	  $(PODMAN) build -q -t localhost/porthole/$$c:$(IMAGE_TAG) -f $$ctx/Containerfile $$ctx >/dev/null && rm -rf $$ctx && \
+	  echo "porthole/$$c:$(IMAGE_TAG) $$($(PODMAN) image inspect localhost/porthole/$$c:$(IMAGE_TAG) --format '{{.Size}}' | numfmt --to=iec)"; \
+	done
+
+.PHONY: cluster-up
+cluster-up: ## Start the local test cluster (kubeconfig: .e2e/kubeconfig).
+	cargo build -q -p porthole-node-agent
+	e2e/scripts/cluster-up.sh
+
+.PHONY: cluster-down
+cluster-down: ## Stop the local test cluster (logs stay in .e2e/logs).
+	e2e/scripts/cluster-down.sh
+
+.PHONY: install
+install: ## Install porthole into the test cluster with Helm.
+	e2e/scripts/build-controlplane.sh helm
+	$(HELM) --kubeconfig $(KUBECONFIG) upgrade --install porthole charts/porthole \
+	  --namespace porthole-system --create-namespace --wait --timeout 2m \
+	  --set image.tag=$(IMAGE_TAG) --set proxyImage.tag=$(IMAGE_TAG)
+
+.PHONY: e2e
+e2e: images cluster-up install ## End-to-end tests on the local test cluster.
+	KUBECONFIG=$(KUBECONFIG) cargo test -p porthole-e2e -- --test-threads=4
+
+.PHONY: test
+test: deps lint check-crds unit e2e ## Everything CI runs.
+
+.PHONY: demo
+demo: deps images cluster-up install ## Start the local stack and print a console URL.
+	e2e/scripts/demo.sh

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Starts the test cluster: etcd, kube-apiserver (RBAC on), kube-controller-manager
+# and the porthole node agent, as host processes. Idempotent: a healthy cluster is
+# left alone. Kubeconfig: .e2e/kubeconfig. Logs: .e2e/logs/.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
+
+healthy() {
+  [[ -f $KUBECONFIG_PATH ]] && kubectl get --raw /readyz >/dev/null 2>&1 &&
+    for c in etcd kube-apiserver kube-controller-manager node-agent; do
+      kill -0 "$(cat "$STATE/pids/$c" 2>/dev/null)" 2>/dev/null || return 1
+    done
+}
+if healthy; then
+  log "cluster already up (kubeconfig: $KUBECONFIG_PATH)"
+  exit 0
+fi
+"$here/cluster-down.sh" >/dev/null 2>&1 || true
+
+"$here/build-controlplane.sh" etcd
+"$here/build-controlplane.sh" k8s
+[[ -x $ROOT/target/debug/porthole-node-agent ]] || (cd "$ROOT" && cargo build -q -p porthole-node-agent)
+"$here/certs.sh"
+mkdir -p "$STATE/pids" "$STATE/logs"
+write_kubeconfig "$KUBECONFIG_PATH" admin
+write_kubeconfig "$STATE/controller-manager.kubeconfig" controller-manager
+ip addr add "$NODE_IP/32" dev lo 2>/dev/null || true
+
+start() { # name command...
+  local name=$1
+  shift
+  setsid "$@" >"$STATE/logs/$name.log" 2>&1 < /dev/null &
+  echo $! >"$STATE/pids/$name"
+}
+
+pki=$STATE/pki
+log "starting etcd"
+start etcd "$ETCD_BIN/etcd" --data-dir "$STATE/etcd" --unsafe-no-fsync \
+  --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
+  --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
+  --initial-cluster default=http://127.0.0.1:2380 --name default
+wait_for 30 etcd curl -sf http://127.0.0.1:2379/health
+
+log "starting kube-apiserver $K8S_VERSION"
+start kube-apiserver "$K8S_BIN/kube-apiserver" \
+  --etcd-servers=http://127.0.0.1:2379 \
+  --bind-address=0.0.0.0 --advertise-address="$NODE_IP" --secure-port="$APISERVER_PORT" \
+  --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" \
+  --client-ca-file="$pki/ca.crt" \
+  --authorization-mode=RBAC \
+  --service-account-issuer=https://kubernetes.default.svc \
+  --service-account-key-file="$pki/sa.pub" --service-account-signing-key-file="$pki/sa.key" \
+  --service-cluster-ip-range="$SERVICE_CIDR" \
+  --allow-privileged=true \
+  --enable-priority-and-fairness=false \
+  --profiling=false
+wait_for 90 "kube-apiserver /readyz" kubectl get --raw /readyz
+
+log "starting kube-controller-manager"
+start kube-controller-manager "$K8S_BIN/kube-controller-manager" \
+  --kubeconfig="$STATE/controller-manager.kubeconfig" \
+  --authentication-kubeconfig="$STATE/controller-manager.kubeconfig" \
+  --authorization-kubeconfig="$STATE/controller-manager.kubeconfig" \
+  --controllers=garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller,root-ca-certificate-publisher-controller,deployment-controller,replicaset-controller,endpointslice-controller,endpoints-controller \
+  --service-account-private-key-file="$pki/sa.key" --root-ca-file="$pki/ca.crt" \
+  --use-service-account-credentials=true \
+  --leader-elect=false --bind-address=127.0.0.1 --secure-port=10257
+
+log "starting the porthole node agent"
+start node-agent "$ROOT/target/debug/porthole-node-agent" --kubeconfig "$KUBECONFIG_PATH" \
+  --node-name porthole-node --node-ip "$NODE_IP" --state-dir "$STATE/node" --log-dir "$STATE/logs/pods"
+
+wait_for 60 "the default ServiceAccount" kubectl -n default get serviceaccount default
+wait_for 60 "the node to be Ready" kubectl wait --for=condition=Ready node/porthole-node --timeout=1s
+log "cluster up: export KUBECONFIG=$KUBECONFIG_PATH ($(kubectl version -o json | sed -n 's/.*"gitVersion": "\(v[^"]*\)".*/\1/p' | tail -1))"
