@@ -1,0 +1,151 @@
+//! Access to the test cluster: a kube client, `kubectl`, and a namespace per test
+//! that reports what happened in it when the test fails.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, DeleteParams, PostParams};
+use kube::{Client, Config};
+use rand::Rng;
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+
+/// The kubeconfig the test cluster writes (`make cluster-up`).
+pub fn kubeconfig_path() -> PathBuf {
+    std::env::var_os("KUBECONFIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../.e2e/kubeconfig")))
+}
+
+/// kubectl built with the control plane (same version as the apiserver).
+pub fn kubectl_path() -> PathBuf {
+    if let Some(path) = std::env::var_os("PORTHOLE_KUBECTL") {
+        return path.into();
+    }
+    let cache = std::env::var_os("PORTHOLE_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/porthole"));
+    cache.join("kubernetes-v1.35.4/kubectl")
+}
+
+pub async fn client() -> Result<Client> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig_path())
+        .context("reading the test cluster's kubeconfig: run `make cluster-up` first")?;
+    let config = Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
+    Ok(Client::try_from(config)?)
+}
+
+/// Runs kubectl with `stdin`, returning stdout; fails with kubectl's stderr.
+pub async fn kubectl(args: &[&str], stdin: Option<&str>) -> Result<String> {
+    let output = kubectl_output(args, stdin).await?;
+    if !output.status.success() {
+        bail!("kubectl {} failed: {}", args.join(" "), String::from_utf8_lossy(&output.stderr));
+    }
+    Ok(String::from_utf8(output.stdout)?)
+}
+
+/// Runs kubectl and returns its whole output, success or not.
+pub async fn kubectl_output(args: &[&str], stdin: Option<&str>) -> Result<std::process::Output> {
+    let mut child = Command::new(kubectl_path())
+        .arg("--kubeconfig")
+        .arg(kubeconfig_path())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting kubectl")?;
+    let mut input = child.stdin.take().expect("stdin is piped");
+    input.write_all(stdin.unwrap_or("").as_bytes()).await?;
+    drop(input);
+    Ok(child.wait_with_output().await?)
+}
+
+/// A namespace of its own for one test. On drop it prints the namespace's Events
+/// and pod logs when the test is failing, then deletes the namespace.
+pub struct TestNamespace {
+    pub name: String,
+}
+
+impl TestNamespace {
+    pub async fn create(client: &Client, prefix: &str) -> Result<Self> {
+        let name = format!("{prefix}-{}", unique_suffix());
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let ns: Namespace = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "labels": {"porthole.dev/e2e": "true"}}
+        }))?;
+        namespaces.create(&PostParams::default(), &ns).await?;
+        Ok(TestNamespace { name })
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let failing = std::thread::panicking();
+        // Drop cannot be async: use a thread with its own runtime.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            rt.block_on(async {
+                if failing {
+                    for args in [
+                        vec!["-n", &name, "get", "all,consolesessions,events", "-o", "wide"],
+                        vec!["-n", &name, "get", "consolesessions", "-o", "yaml"],
+                    ] {
+                        if let Ok(out) = kubectl_output(&args, None).await {
+                            eprintln!("--- kubectl {}\n{}{}", args.join(" "), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+                        }
+                    }
+                }
+                let _ = kubectl_output(&["delete", "namespace", &name, "--wait=false"], None).await;
+            });
+            Some(())
+        })
+        .join();
+    }
+}
+
+/// A short random suffix so parallel tests never share names.
+pub fn unique_suffix() -> String {
+    let n: u32 = rand::rng().random();
+    format!("{n:08x}")
+}
+
+/// Polls `check` until it returns `Some`, or fails after `timeout` saying what
+/// it waited for. For conditions no watch can express.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut poll = tokio::time::interval(Duration::from_millis(200));
+    let mut last_error = None;
+    loop {
+        poll.tick().await;
+        match check().await {
+            Ok(Some(value)) => return Ok(value),
+            Ok(None) => {}
+            Err(error) => last_error = Some(error),
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what} (last error: {last_error:?})");
+        }
+    }
+}
+
+/// Deletes an object and ignores "not found".
+pub async fn delete_ignore_missing<K>(api: &Api<K>, name: &str) -> Result<()>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(error) => Err(error.into()),
+    }
+}
