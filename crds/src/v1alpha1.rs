@@ -19,7 +19,8 @@ use serde::{Deserialize, Serialize};
     kind = "ConsoleSession",
     namespaced,
     status = "ConsoleSessionStatus",
-    shortname = "cs",
+    shortname = "console",
+    doc = "A request to open one VM's console in a browser for a limited time. See spec and status.",
     category = "porthole",
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Hypervisor","type":"string","jsonPath":".spec.hypervisor"}"#,
@@ -107,6 +108,7 @@ pub struct ConsoleSessionStatus {
     version = "v1alpha1",
     kind = "Hypervisor",
     shortname = "hv",
+    doc = "A hypervisor whose VM consoles porthole may open; cluster-scoped, registered by the platform team.",
     category = "porthole",
     printcolumn = r#"{"name":"Host","type":"string","jsonPath":".spec.vnc.host"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
