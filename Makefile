@@ -4,6 +4,8 @@ SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:/usr/local/go/bin:$(PATH)
 
 MUSL := x86_64-unknown-linux-musl
+# ring compiles C for the static images with musl-tools' compiler.
+export CC_x86_64_unknown_linux_musl := musl-gcc
 PODMAN := podman --runtime runc --cgroup-manager=cgroupfs
 STATE := $(CURDIR)/.e2e
 KUBECONFIG := $(STATE)/kubeconfig

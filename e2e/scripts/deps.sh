@@ -3,7 +3,7 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
-packages=(podman runc qemu-system-x86 socat openssl curl iproute2 iptables netavark aardvark-dns
+packages=(podman runc qemu-system-x86 socat openssl curl iproute2 iptables netavark aardvark-dns musl-tools
   containernetworking-plugins uidmap)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
