@@ -27,6 +27,10 @@ pub mod env {
     pub const SESSION_NAME: &str = "PORTHOLE_SESSION_NAME";
     /// A human name of the VM shown on the console page.
     pub const VM_NAME: &str = "PORTHOLE_VM_NAME";
+    /// The session's hard deadline (RFC 3339, UTC). The proxy ends the session
+    /// with [`EndReason::Expired`](super::EndReason::Expired) then, and the page
+    /// counts down to it.
+    pub const EXPIRES_AT: &str = "PORTHOLE_EXPIRES_AT";
     /// Log filter (tracing `EnvFilter` syntax).
     pub const LOG: &str = "PORTHOLE_LOG";
 }

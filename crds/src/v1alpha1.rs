@@ -2,7 +2,7 @@
 //!
 //! Doc comments here become the `kubectl explain` text: write them for users.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -24,7 +24,9 @@ use serde::{Deserialize, Serialize};
     category = "porthole",
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Hypervisor","type":"string","jsonPath":".spec.hypervisor"}"#,
+    printcolumn = r#"{"name":"VM","type":"string","jsonPath":".spec.vm.port"}"#,
     printcolumn = r#"{"name":"URL","type":"string","jsonPath":".status.url","priority":1}"#,
+    printcolumn = r#"{"name":"Expires","type":"date","jsonPath":".status.expiresAt"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -34,6 +36,12 @@ pub struct ConsoleSessionSpec {
     pub hypervisor: String,
     /// Which VM's console to open on that Hypervisor.
     pub vm: VmRef,
+    /// Hard lifetime of the session, counted from its creation, such as `30m` or
+    /// `1h30m`. Defaults to the Hypervisor's `defaultTimeout`; may not exceed its
+    /// `maxTimeout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = crate::duration::PATTERN), length(max = 32))]
+    pub timeout: Option<String>,
 }
 
 /// Identifies a VM on its Hypervisor. A session can only name a VM, never a host:
@@ -91,6 +99,9 @@ pub struct ConsoleSessionStatus {
     /// A human-readable explanation of the reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// When the session ends at the latest: creation time plus its timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Time>,
     /// The generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
@@ -117,6 +128,19 @@ pub struct ConsoleSessionStatus {
 pub struct HypervisorSpec {
     /// A host serving VM consoles as plain VNC on TCP ports (libvirt, Foreman).
     pub vnc: VncHypervisor,
+    /// Namespaces whose ConsoleSessions may use this Hypervisor, by label. `{}`
+    /// allows every namespace; when absent, no namespace may (sessions fail with
+    /// reason `NotAllowed`). Example: `matchLabels: {kubernetes.io/metadata.name: team-a}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_namespaces: Option<LabelSelector>,
+    /// Lifetime of sessions that set no `timeout`. Default `1h`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = crate::duration::PATTERN), length(max = 32))]
+    pub default_timeout: Option<String>,
+    /// The longest `timeout` a session may ask for. Default `8h`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = crate::duration::PATTERN), length(max = 32))]
+    pub max_timeout: Option<String>,
 }
 
 /// Plain VNC consoles on a hypervisor host.

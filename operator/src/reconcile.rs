@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
-use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
@@ -83,6 +85,16 @@ pub async fn reconcile(session: Arc<ConsoleSession>, ctx: Arc<Context>) -> Resul
         }
     };
 
+    let now = Timestamp::now();
+    if now >= plan.expires_at {
+        let verdict = Verdict::new(
+            SessionPhase::Expired,
+            Reason::Expired,
+            "the session reached its time limit",
+        );
+        finish(&session, &ctx, &children, verdict).await?;
+        return Ok(Action::await_change());
+    }
     let pod = apply(&ctx, &children, &plan, &session).await?;
     let service = children.services.get_opt(&children.name).await?;
     let cluster_ip = service
@@ -171,8 +183,15 @@ async fn dereference(
         }
     };
     let session_secret = children.secrets.get_opt(&children.name).await?;
+    let namespaces: Api<Namespace> = Api::all(ctx.client.clone());
+    let namespace_labels = namespaces
+        .get_opt(&session.namespace().unwrap_or_default())
+        .await?
+        .and_then(|ns| ns.metadata.labels)
+        .unwrap_or_default();
     Ok(Observed {
         hypervisor,
+        namespace_labels,
         vnc_password,
         session_secret,
     })

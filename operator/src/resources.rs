@@ -32,6 +32,8 @@ pub struct SessionPlan {
     pub token: String,
     /// The upstream VNC password, if the hypervisor requires one.
     pub vnc_password: Option<String>,
+    /// The session's hard deadline.
+    pub expires_at: k8s_openapi::jiff::Timestamp,
 }
 
 /// The unprivileged user the proxy runs as (the conventional "nonroot" id).
@@ -118,6 +120,7 @@ impl SessionPlan {
                 env_var(env::SESSION_NAMESPACE, &self.namespace),
                 env_var(env::SESSION_NAME, &self.session_name),
                 env_var(env::VM_NAME, &self.vm_name),
+                env_var(env::EXPIRES_AT, &self.expires_at.to_string()),
             ]),
             ports: Some(vec![ContainerPort {
                 name: Some("http".to_string()),
@@ -248,6 +251,7 @@ mod tests {
             proxy_image_pull_policy: "IfNotPresent".into(),
             token: "tok".into(),
             vnc_password: Some("pw".into()),
+            expires_at: "2026-01-01T01:00:00Z".parse().unwrap(),
         }
     }
 

@@ -17,6 +17,8 @@ pub enum Reason {
     CredentialsNotFound,
     InvalidSpec,
     PortNotAllowed,
+    NotAllowed,
+    TimeoutTooLong,
     Completed,
     UpstreamClosed,
     Expired,
@@ -35,6 +37,8 @@ impl Reason {
             Reason::CredentialsNotFound => "CredentialsNotFound",
             Reason::InvalidSpec => "InvalidSpec",
             Reason::PortNotAllowed => "PortNotAllowed",
+            Reason::NotAllowed => "NotAllowed",
+            Reason::TimeoutTooLong => "TimeoutTooLong",
             Reason::Completed => "Completed",
             Reason::UpstreamClosed => "UpstreamClosed",
             Reason::Expired => "Expired",
@@ -54,6 +58,8 @@ pub struct Verdict {
     pub message: String,
     /// The console URL, once it works.
     pub url: Option<String>,
+    /// The session's hard deadline, once known.
+    pub expires_at: Option<Time>,
 }
 
 impl Verdict {
@@ -63,6 +69,7 @@ impl Verdict {
             reason,
             message: message.into(),
             url: None,
+            expires_at: None,
         }
     }
 
@@ -87,6 +94,10 @@ impl Verdict {
         ConsoleSessionStatus {
             phase: Some(self.phase),
             url: self.url.clone(),
+            expires_at: self
+                .expires_at
+                .clone()
+                .or_else(|| previous.and_then(|p| p.expires_at.clone())),
             reason: Some(self.reason.as_str().to_string()),
             message: Some(self.message.clone()),
             observed_generation: generation,

@@ -1,9 +1,15 @@
 //! Validation: turns a session and what it refers to into a [`SessionPlan`], or
 //! into the verdict that explains why it cannot run. Pure.
 
+use std::collections::BTreeMap;
+use std::time::Duration;
+
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::{Resource, ResourceExt};
 use porthole_api::contract::secret_keys;
+use porthole_api::duration;
 use porthole_api::v1alpha1::{ConsoleSession, Hypervisor, SessionPhase};
 
 use crate::config::Config;
@@ -15,6 +21,8 @@ use crate::status::{Reason, Verdict};
 #[derive(Clone, Debug, Default)]
 pub struct Observed {
     pub hypervisor: Option<Hypervisor>,
+    /// Labels of the session's namespace, matched against `allowedNamespaces`.
+    pub namespace_labels: BTreeMap<String, String>,
     /// The VNC password, when the Hypervisor names a password Secret.
     pub vnc_password: PasswordLookup,
     /// The session's own Secret, if it exists already (its token is kept).
@@ -48,6 +56,22 @@ pub fn plan(
             format!("Hypervisor {hv_name:?} does not exist"),
         ));
     };
+    let allowed = hypervisor
+        .spec
+        .allowed_namespaces
+        .as_ref()
+        .is_some_and(|selector| selector_matches(selector, &observed.namespace_labels));
+    if !allowed {
+        return Err(Verdict::new(
+            SessionPhase::Failed,
+            Reason::NotAllowed,
+            format!(
+                "namespace {:?} is not allowed to use Hypervisor {hv_name:?} (see its spec.allowedNamespaces)",
+                session.namespace().unwrap_or_default()
+            ),
+        ));
+    }
+    let expires_at = expiry(session, hypervisor)?;
     let vnc = &hypervisor.spec.vnc;
     let Some(port) = session.spec.vm.port else {
         return Err(Verdict::new(
@@ -97,7 +121,80 @@ pub fn plan(
         proxy_image_pull_policy: config.proxy_image_pull_policy.clone(),
         token,
         vnc_password,
+        expires_at,
     })
+}
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
+const DEFAULT_MAX_TIMEOUT: Duration = Duration::from_secs(8 * 3600);
+
+/// The session's hard deadline: its creation time plus its timeout. Computed
+/// from the resource alone, so an operator restart cannot lose or move it.
+fn expiry(session: &ConsoleSession, hypervisor: &Hypervisor) -> Result<Timestamp, Verdict> {
+    let invalid =
+        |message: String| Verdict::new(SessionPhase::Failed, Reason::InvalidSpec, message);
+    let parse = |field: &str, text: &Option<String>, default: Duration| match text {
+        None => Ok(default),
+        Some(text) => duration::parse(text).map_err(|e| invalid(format!("{field}: {e}"))),
+    };
+    let hv = &hypervisor.spec;
+    let max = parse(
+        "Hypervisor spec.maxTimeout",
+        &hv.max_timeout,
+        DEFAULT_MAX_TIMEOUT,
+    )?;
+    let default = parse(
+        "Hypervisor spec.defaultTimeout",
+        &hv.default_timeout,
+        DEFAULT_TIMEOUT,
+    )?
+    .min(max);
+    let timeout = parse("spec.timeout", &session.spec.timeout, default)?;
+    if timeout > max {
+        return Err(Verdict::new(
+            SessionPhase::Failed,
+            Reason::TimeoutTooLong,
+            format!(
+                "spec.timeout {} exceeds the maximum {} that Hypervisor {:?} allows",
+                duration::format(timeout),
+                duration::format(max),
+                hypervisor.name_any()
+            ),
+        ));
+    }
+    let created = session
+        .meta()
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0)
+        .unwrap_or_else(Timestamp::now);
+    let timeout = SignedDuration::try_from(timeout)
+        .map_err(|_| invalid("spec.timeout is too long".into()))?;
+    created
+        .checked_add(timeout)
+        .map_err(|_| invalid("spec.timeout is too long".into()))
+}
+
+/// Kubernetes label-selector semantics: every `matchLabels` pair and every
+/// `matchExpressions` requirement must hold; an empty selector matches all.
+pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    let labels_match = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    let expressions_match = selector.match_expressions.iter().flatten().all(|req| {
+        let values = req.values.as_deref().unwrap_or_default();
+        let value = labels.get(&req.key);
+        match req.operator.as_str() {
+            "In" => value.is_some_and(|v| values.contains(v)),
+            "NotIn" => value.is_none_or(|v| !values.contains(v)),
+            "Exists" => value.is_some(),
+            "DoesNotExist" => value.is_none(),
+            _ => false, // unknown operators match nothing, like the apiserver rejects them
+        }
+    });
+    labels_match && expressions_match
 }
 
 fn host_port(host: &str, port: u16) -> String {
@@ -112,6 +209,7 @@ fn host_port(host: &str, port: u16) -> String {
 mod tests {
     use super::*;
     use k8s_openapi::ByteString;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelectorRequirement, Time};
     use porthole_api::v1alpha1::{
         ConsoleSessionSpec, HypervisorSpec, PortRange, VmRef, VncHypervisor,
     };
@@ -123,10 +221,12 @@ mod tests {
             ConsoleSessionSpec {
                 hypervisor: "hv1".into(),
                 vm: VmRef { port },
+                timeout: None,
             },
         );
         s.metadata.namespace = Some("team-a".into());
         s.metadata.uid = Some("uid-1".into());
+        s.metadata.creation_timestamp = Some(Time("2026-01-01T00:00:00Z".parse().unwrap()));
         s
     }
 
@@ -214,5 +314,79 @@ mod tests {
     fn ipv6_hosts_are_bracketed() {
         assert_eq!(host_port("fd00::5", 5910), "[fd00::5]:5910");
         assert_eq!(host_port("hv.example", 5910), "hv.example:5910");
+    }
+
+    #[test]
+    fn expiry_is_creation_plus_timeout_with_the_hypervisor_default() {
+        let plan = run(&session(Some(5912)), &observed()).unwrap();
+        assert_eq!(plan.expires_at.to_string(), "2026-01-01T01:00:00Z");
+        let mut s = session(Some(5912));
+        s.spec.timeout = Some("90s".into());
+        assert_eq!(
+            run(&s, &observed()).unwrap().expires_at.to_string(),
+            "2026-01-01T00:01:30Z"
+        );
+    }
+
+    #[test]
+    fn a_timeout_above_the_maximum_fails_and_says_both() {
+        let mut s = session(Some(5912));
+        s.spec.timeout = Some("3h".into());
+        let verdict = run(&s, &observed()).unwrap_err();
+        assert_eq!(verdict.reason, Reason::TimeoutTooLong);
+        assert!(
+            verdict.message.contains("3h") && verdict.message.contains("2h"),
+            "{}",
+            verdict.message
+        );
+    }
+
+    #[test]
+    fn namespaces_outside_the_selector_are_not_allowed() {
+        let mut obs = observed();
+        obs.hypervisor.as_mut().unwrap().spec.allowed_namespaces = Some(LabelSelector {
+            match_labels: Some(BTreeMap::from([("team".into(), "a".into())])),
+            ..LabelSelector::default()
+        });
+        let verdict = run(&session(Some(5912)), &obs).unwrap_err();
+        assert_eq!(
+            (verdict.phase, verdict.reason),
+            (SessionPhase::Failed, Reason::NotAllowed)
+        );
+        obs.namespace_labels.insert("team".into(), "a".into());
+        assert!(run(&session(Some(5912)), &obs).is_ok());
+    }
+
+    #[test]
+    fn an_absent_selector_allows_no_namespace() {
+        let mut obs = observed();
+        obs.hypervisor.as_mut().unwrap().spec.allowed_namespaces = None;
+        assert_eq!(
+            run(&session(Some(5912)), &obs).unwrap_err().reason,
+            Reason::NotAllowed
+        );
+    }
+
+    #[test]
+    fn selector_expressions_follow_kubernetes_semantics() {
+        let labels = BTreeMap::from([("env".to_string(), "prod".to_string())]);
+        let req = |key: &str, op: &str, values: &[&str]| LabelSelector {
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: key.into(),
+                operator: op.into(),
+                values: Some(values.iter().map(|v| v.to_string()).collect()),
+            }]),
+            ..LabelSelector::default()
+        };
+        assert!(selector_matches(
+            &req("env", "In", &["prod", "dev"]),
+            &labels
+        ));
+        assert!(!selector_matches(&req("env", "NotIn", &["prod"]), &labels));
+        assert!(selector_matches(&req("team", "NotIn", &["x"]), &labels));
+        assert!(selector_matches(&req("env", "Exists", &[]), &labels));
+        assert!(!selector_matches(&req("env", "DoesNotExist", &[]), &labels));
+        assert!(!selector_matches(&req("env", "Bogus", &[]), &labels));
+        assert!(selector_matches(&LabelSelector::default(), &labels));
     }
 }

@@ -17,7 +17,12 @@ use tokio::process::Command;
 pub fn kubeconfig_path() -> PathBuf {
     std::env::var_os("KUBECONFIG")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../.e2e/kubeconfig")))
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../.e2e/kubeconfig"
+            ))
+        })
 }
 
 /// kubectl built with the control plane (same version as the apiserver).
@@ -27,7 +32,9 @@ pub fn kubectl_path() -> PathBuf {
     }
     let cache = std::env::var_os("PORTHOLE_CACHE")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/porthole"));
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/porthole")
+        });
     cache.join("kubernetes-v1.35.4/kubectl")
 }
 
@@ -43,7 +50,11 @@ pub async fn client() -> Result<Client> {
 pub async fn kubectl(args: &[&str], stdin: Option<&str>) -> Result<String> {
     let output = kubectl_output(args, stdin).await?;
     if !output.status.success() {
-        bail!("kubectl {} failed: {}", args.join(" "), String::from_utf8_lossy(&output.stderr));
+        bail!(
+            "kubectl {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
     Ok(String::from_utf8(output.stdout)?)
 }
@@ -89,15 +100,30 @@ impl Drop for TestNamespace {
         let failing = std::thread::panicking();
         // Drop cannot be async: use a thread with its own runtime.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
             rt.block_on(async {
                 if failing {
                     for args in [
-                        vec!["-n", &name, "get", "all,consolesessions,events", "-o", "wide"],
+                        vec![
+                            "-n",
+                            &name,
+                            "get",
+                            "all,consolesessions,events",
+                            "-o",
+                            "wide",
+                        ],
                         vec!["-n", &name, "get", "consolesessions", "-o", "yaml"],
                     ] {
                         if let Ok(out) = kubectl_output(&args, None).await {
-                            eprintln!("--- kubectl {}\n{}{}", args.join(" "), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+                            eprintln!(
+                                "--- kubectl {}\n{}{}",
+                                args.join(" "),
+                                String::from_utf8_lossy(&out.stdout),
+                                String::from_utf8_lossy(&out.stderr)
+                            );
                         }
                     }
                 }

@@ -21,10 +21,16 @@ pub struct ConsoleUrl {
 impl ConsoleUrl {
     /// Parses `http://host[:port]/...#token=T` as `status.url` publishes it.
     pub fn parse(url: &str) -> Result<Self> {
-        let rest = url.strip_prefix("http://").context("console URL is not http://")?;
+        let rest = url
+            .strip_prefix("http://")
+            .context("console URL is not http://")?;
         let (authority, rest) = rest.split_once('/').context("console URL has no path")?;
-        let (_, fragment) = rest.split_once('#').context("console URL has no fragment")?;
-        let token = fragment.strip_prefix("token=").context("fragment carries no token")?;
+        let (_, fragment) = rest
+            .split_once('#')
+            .context("console URL has no fragment")?;
+        let token = fragment
+            .strip_prefix("token=")
+            .context("fragment carries no token")?;
         Ok(ConsoleUrl {
             authority: authority.to_string(),
             token: token.to_string(),
@@ -69,18 +75,33 @@ pub async fn open(url: &ConsoleUrl, token: Option<&str>) -> Result<Console, Refu
     }
     request.headers_mut().insert(
         "Sec-WebSocket-Protocol",
-        protocols.join(", ").parse().map_err(|e: http::header::InvalidHeaderValue| Refused::Other(e.into()))?,
+        protocols
+            .join(", ")
+            .parse()
+            .map_err(|e: http::header::InvalidHeaderValue| Refused::Other(e.into()))?,
     );
-    let stream = TcpStream::connect(url.socket_addr()).await.map_err(|e| Refused::Other(e.into()))?;
+    let stream = TcpStream::connect(url.socket_addr())
+        .await
+        .map_err(|e| Refused::Other(e.into()))?;
     match client_async(request, stream).await {
         Ok((ws, response)) => {
-            let chosen = response.headers().get("Sec-WebSocket-Protocol").and_then(|v| v.to_str().ok());
+            let chosen = response
+                .headers()
+                .get("Sec-WebSocket-Protocol")
+                .and_then(|v| v.to_str().ok());
             if chosen != Some(BINARY_SUBPROTOCOL) {
-                return Err(Refused::Other(anyhow::anyhow!("server chose subprotocol {chosen:?}, not binary")));
+                return Err(Refused::Other(anyhow::anyhow!(
+                    "server chose subprotocol {chosen:?}, not binary"
+                )));
             }
-            Ok(Console { ws, pending: Vec::new() })
+            Ok(Console {
+                ws,
+                pending: Vec::new(),
+            })
         }
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => Err(Refused::Status(response.status().as_u16())),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            Err(Refused::Status(response.status().as_u16()))
+        }
         Err(error) => Err(Refused::Other(error.into())),
     }
 }
@@ -124,7 +145,8 @@ impl Console {
         self.send(b"RFB 003.008\n".to_vec()).await?;
         let count = self.read_exact(1).await?[0] as usize;
         if count == 0 {
-            let len = u32::from_be_bytes(self.read_exact(4).await?.try_into().expect("4 bytes")) as usize;
+            let len =
+                u32::from_be_bytes(self.read_exact(4).await?.try_into().expect("4 bytes")) as usize;
             let reason = self.read_exact(len).await?;
             bail!("server refused: {}", String::from_utf8_lossy(&reason));
         }
@@ -151,7 +173,11 @@ impl Console {
 
     /// Requests full frames (raw encoding) until one has a non-zero pixel;
     /// returns how many non-zero bytes it had.
-    pub async fn wait_for_nonzero_frame(&mut self, init: &ServerInit, timeout: Duration) -> Result<usize> {
+    pub async fn wait_for_nonzero_frame(
+        &mut self,
+        init: &ServerInit,
+        timeout: Duration,
+    ) -> Result<usize> {
         // SetEncodings: Raw only, so every rectangle is plain pixels.
         self.send(vec![2, 0, 0, 1, 0, 0, 0, 0]).await?;
         let deadline = tokio::time::Instant::now() + timeout;
@@ -185,7 +211,9 @@ impl Console {
                         if encoding != 0 {
                             bail!("asked for raw encoding only, got encoding {encoding}");
                         }
-                        let pixels = self.read_exact(w * h * usize::from(init.bits_per_pixel / 8)).await?;
+                        let pixels = self
+                            .read_exact(w * h * usize::from(init.bits_per_pixel / 8))
+                            .await?;
                         nonzero += pixels.iter().filter(|b| **b != 0).count();
                     }
                     return Ok(nonzero);
@@ -198,7 +226,8 @@ impl Console {
                 2 => {} // Bell
                 3 => {
                     let header = self.read_exact(7).await?;
-                    let len = u32::from_be_bytes(header[3..7].try_into().expect("4 bytes")) as usize;
+                    let len =
+                        u32::from_be_bytes(header[3..7].try_into().expect("4 bytes")) as usize;
                     self.read_exact(len).await?;
                 }
                 other => bail!("unexpected server message type {other}"),
@@ -222,7 +251,12 @@ mod tests {
         assert_eq!(url.token, "abc_-1");
         assert_eq!(url.websocket_url(), "ws://10.96.0.12/websockify");
         assert_eq!(url.socket_addr(), "10.96.0.12:80");
-        assert_eq!(ConsoleUrl::parse("http://h:8080/#token=t").unwrap().socket_addr(), "h:8080");
+        assert_eq!(
+            ConsoleUrl::parse("http://h:8080/#token=t")
+                .unwrap()
+                .socket_addr(),
+            "h:8080"
+        );
         assert!(ConsoleUrl::parse("http://10.96.0.12/").is_err());
     }
 }

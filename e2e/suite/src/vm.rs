@@ -30,7 +30,12 @@ pub struct QmpEvents(Arc<Mutex<Vec<String>>>);
 
 impl QmpEvents {
     pub fn count(&self, event: &str) -> usize {
-        self.0.lock().expect("not poisoned").iter().filter(|e| *e == event).count()
+        self.0
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .filter(|e| *e == event)
+            .count()
     }
 }
 
@@ -40,9 +45,22 @@ impl Vm {
         let display = port.checked_sub(5900).context("VNC ports start at 5900")?;
         let dir = TempDir::new()?;
         let qmp_path = dir.0.join("qmp.sock");
-        let accel = if std::path::Path::new("/dev/kvm").exists() { "kvm:tcg" } else { "tcg" };
+        let accel = if std::path::Path::new("/dev/kvm").exists() {
+            "kvm:tcg"
+        } else {
+            "tcg"
+        };
         let child = Command::new("qemu-system-x86_64")
-            .args(["-nodefaults", "-no-user-config", "-display", "none", "-vga", "std", "-m", "64"])
+            .args([
+                "-nodefaults",
+                "-no-user-config",
+                "-display",
+                "none",
+                "-vga",
+                "std",
+                "-m",
+                "64",
+            ])
             .args(["-accel", accel])
             .arg("-vnc")
             .arg(format!("{host}:{display}"))
@@ -79,7 +97,9 @@ impl Vm {
         if !greeting.contains("QMP") {
             bail!("unexpected QMP greeting {greeting}");
         }
-        write.write_all(b"{\"execute\":\"qmp_capabilities\"}\n").await?;
+        write
+            .write_all(b"{\"execute\":\"qmp_capabilities\"}\n")
+            .await?;
         let events = QmpEvents::default();
         let sink = events.clone();
         let ready = lines.next_line().await?.context("QMP closed")?;
@@ -108,7 +128,8 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new() -> Result<Self> {
-        let path = std::env::temp_dir().join(format!("porthole-vm-{}", crate::cluster::unique_suffix()));
+        let path =
+            std::env::temp_dir().join(format!("porthole-vm-{}", crate::cluster::unique_suffix()));
         std::fs::create_dir_all(&path)?;
         Ok(TempDir(path))
     }

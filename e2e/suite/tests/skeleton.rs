@@ -8,10 +8,10 @@ use anyhow::{Context as _, Result};
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use kube::Api;
 use porthole_api::v1alpha1::ConsoleSession;
+use porthole_e2e::HYPERVISOR_HOST;
 use porthole_e2e::cluster::{TestNamespace, client, eventually, kubectl, unique_suffix};
 use porthole_e2e::rfb::{self, ConsoleUrl, Refused};
 use porthole_e2e::vm::Vm;
-use porthole_e2e::HYPERVISOR_HOST;
 
 const VNC_PORT: u16 = 5911;
 
@@ -23,6 +23,7 @@ kind: Hypervisor
 metadata:
   name: {hypervisor}
 spec:
+  allowedNamespaces: {{}}
   vnc:
     host: {HYPERVISOR_HOST}
     ports: {{first: 5910, last: 5930}}
@@ -40,15 +41,31 @@ spec:
 }
 
 #[tokio::test]
-async fn console_session_opens_a_real_vm_and_is_cleaned_up_by_the_garbage_collector() -> Result<()> {
+async fn console_session_opens_a_real_vm_and_is_cleaned_up_by_the_garbage_collector() -> Result<()>
+{
     let client = client().await?;
     let ns = TestNamespace::create(&client, "skeleton").await?;
     let vm = Vm::start(HYPERVISOR_HOST, VNC_PORT).await?;
     let qmp = vm.watch_events().await?;
     let hypervisor = format!("libvirt-{}", unique_suffix());
 
-    kubectl(&["apply", "-f", "-"], Some(&manifests(&ns.name, &hypervisor, VNC_PORT))).await?;
-    kubectl(&["-n", &ns.name, "wait", "--for=condition=Ready", "consolesession/web", "--timeout=120s"], None).await?;
+    kubectl(
+        &["apply", "-f", "-"],
+        Some(&manifests(&ns.name, &hypervisor, VNC_PORT)),
+    )
+    .await?;
+    kubectl(
+        &[
+            "-n",
+            &ns.name,
+            "wait",
+            "--for=condition=Ready",
+            "consolesession/web",
+            "--timeout=120s",
+        ],
+        None,
+    )
+    .await?;
 
     let sessions: Api<ConsoleSession> = Api::namespaced(client.clone(), &ns.name);
     let session = sessions.get("web").await?;
@@ -59,24 +76,38 @@ async fn console_session_opens_a_real_vm_and_is_cleaned_up_by_the_garbage_collec
     for token in [Some("not-the-token"), None] {
         match rfb::open(&url, token).await {
             Err(Refused::Status(code)) => assert_eq!(code, 401, "token {token:?}"),
-            Err(Refused::Other(error)) => panic!("token {token:?}: expected HTTP 401, got {error:#}"),
+            Err(Refused::Other(error)) => {
+                panic!("token {token:?}: expected HTTP 401, got {error:#}")
+            }
             Ok(_) => panic!("token {token:?} was let in"),
         }
     }
 
     // The right token reaches the VM: RFB handshake and a non-black frame.
-    let mut console = rfb::open(&url, Some(&url.token)).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let mut console = rfb::open(&url, Some(&url.token))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let init = console.handshake().await?;
     assert!(init.width > 0 && init.height > 0, "{init:?}");
-    let nonzero = console.wait_for_nonzero_frame(&init, Duration::from_secs(60)).await?;
+    let nonzero = console
+        .wait_for_nonzero_frame(&init, Duration::from_secs(60))
+        .await?;
     assert!(nonzero > 0);
-    eventually(Duration::from_secs(10), "QEMU to see the proxy's connection", || {
-        let qmp = qmp.clone();
-        async move { Ok((qmp.count("VNC_CONNECTED") > 0).then_some(())) }
-    })
+    eventually(
+        Duration::from_secs(10),
+        "QEMU to see the proxy's connection",
+        || {
+            let qmp = qmp.clone();
+            async move { Ok((qmp.count("VNC_CONNECTED") > 0).then_some(())) }
+        },
+    )
     .await?;
     // QMP events arrive in order: the refused attempts came first and made none.
-    assert_eq!(qmp.count("VNC_CONNECTED"), 1, "only the authorised viewer reached the VM");
+    assert_eq!(
+        qmp.count("VNC_CONNECTED"),
+        1,
+        "only the authorised viewer reached the VM"
+    );
     console.close().await;
 
     // Deleting the session removes its Pod, Service and Secret through the garbage collector.
@@ -86,16 +117,35 @@ async fn console_session_opens_a_real_vm_and_is_cleaned_up_by_the_garbage_collec
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
     assert!(pods.get_opt(&child).await?.is_some() && services.get_opt(&child).await?.is_some());
     assert!(secrets.get_opt(&child).await?.is_some());
-    kubectl(&["-n", &ns.name, "delete", "consolesession/web", "--wait=true"], None).await?;
-    eventually(Duration::from_secs(90), "the garbage collector to remove the Pod, Service and Secret", || {
-        let (pods, services, secrets, child) = (pods.clone(), services.clone(), secrets.clone(), child.clone());
-        async move {
-            let gone = pods.get_opt(&child).await?.is_none()
-                && services.get_opt(&child).await?.is_none()
-                && secrets.get_opt(&child).await?.is_none();
-            Ok(gone.then_some(()))
-        }
-    })
+    kubectl(
+        &[
+            "-n",
+            &ns.name,
+            "delete",
+            "consolesession/web",
+            "--wait=true",
+        ],
+        None,
+    )
+    .await?;
+    eventually(
+        Duration::from_secs(90),
+        "the garbage collector to remove the Pod, Service and Secret",
+        || {
+            let (pods, services, secrets, child) = (
+                pods.clone(),
+                services.clone(),
+                secrets.clone(),
+                child.clone(),
+            );
+            async move {
+                let gone = pods.get_opt(&child).await?.is_none()
+                    && services.get_opt(&child).await?.is_none()
+                    && secrets.get_opt(&child).await?.is_none();
+                Ok(gone.then_some(()))
+            }
+        },
+    )
     .await?;
     kubectl(&["delete", "hypervisor", &hypervisor], None).await?;
     drop(vm);
@@ -106,7 +156,9 @@ async fn console_session_opens_a_real_vm_and_is_cleaned_up_by_the_garbage_collec
 async fn kubectl_version_reports_a_real_server() -> Result<()> {
     let out = kubectl(&["version", "-o", "json"], None).await?;
     let version: serde_json::Value = serde_json::from_str(&out)?;
-    let server = version["serverVersion"]["gitVersion"].as_str().context("no server version")?;
+    let server = version["serverVersion"]["gitVersion"]
+        .as_str()
+        .context("no server version")?;
     assert_eq!(server, "v1.35.4", "kubectl version: {out}");
     Ok(())
 }
