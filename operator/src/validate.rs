@@ -243,6 +243,9 @@ mod tests {
                         },
                         password_secret_ref: None,
                     },
+                    allowed_namespaces: Some(LabelSelector::default()),
+                    default_timeout: None,
+                    max_timeout: Some("2h".into()),
                 },
             )),
             ..Observed::default()
