@@ -64,11 +64,10 @@ pub async fn reconcile(session: Arc<ConsoleSession>, ctx: Arc<Context>) -> Resul
         return Ok(Action::await_change());
     }
 
-    if let Some(pod) = children.pods.get_opt(&children.name).await? {
-        if let Some(verdict) = pod_outcome(&pod) {
-            finish(&session, &ctx, &children, verdict).await?;
-            return Ok(Action::await_change());
-        }
+    let existing_pod = children.pods.get_opt(&children.name).await?;
+    if let Some(verdict) = existing_pod.as_ref().and_then(pod_outcome) {
+        finish(&session, &ctx, &children, verdict).await?;
+        return Ok(Action::await_change());
     }
 
     let observed = dereference(&session, &ctx, &children).await?;
@@ -100,7 +99,7 @@ pub async fn reconcile(session: Arc<ConsoleSession>, ctx: Arc<Context>) -> Resul
     let cluster_ip = service
         .and_then(|s| s.spec?.cluster_ip)
         .filter(|ip| !ip.is_empty() && ip != "None");
-    let verdict = match cluster_ip {
+    let mut verdict = match cluster_ip {
         Some(ip) if pod_is_ready(&pod) => Verdict {
             url: Some(console_url(&ip, &plan.token)),
             ..Verdict::new(
@@ -115,8 +114,12 @@ pub async fn reconcile(session: Arc<ConsoleSession>, ctx: Arc<Context>) -> Resul
             "waiting for the console proxy to become ready",
         ),
     };
+    verdict.expires_at = Some(Time(plan.expires_at));
     update_status(&session, &ctx, &verdict).await?;
-    Ok(Action::requeue(Duration::from_secs(300)))
+    // Wake up exactly at the deadline. The deadline comes from the resource, so a
+    // restarted operator computes the same one.
+    let until_expiry = now.duration_until(plan.expires_at).unsigned_abs();
+    Ok(Action::requeue(until_expiry.min(Duration::from_secs(300))))
 }
 
 /// The session's Pod, Service and Secret, which share one name.

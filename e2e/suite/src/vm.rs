@@ -109,10 +109,11 @@ impl Vm {
         tokio::spawn(async move {
             let _write = write; // keep the connection open
             while let Ok(Some(line)) = lines.next_line().await {
-                if let Ok(value) = serde_json::from_str::<Value>(&line) {
-                    if let Some(event) = value.get("event").and_then(Value::as_str) {
-                        sink.0.lock().expect("not poisoned").push(event.to_string());
-                    }
+                let event = serde_json::from_str::<Value>(&line)
+                    .ok()
+                    .and_then(|v| Some(v.get("event")?.as_str()?.to_string()));
+                if let Some(event) = event {
+                    sink.0.lock().expect("not poisoned").push(event);
                 }
             }
         });
