@@ -3,9 +3,23 @@
 
 use std::time::Duration;
 
-/// A CEL-free schema pattern accepting exactly what [`parse`] accepts, so the
-/// apiserver rejects a bad duration at `kubectl apply` time.
+/// A pattern accepting exactly what [`parse`] accepts.
 pub const PATTERN: &str = r"^([0-9]+(h|m|s|ms))+$";
+
+/// The OpenAPI schema of an optional duration field: a CEL rule with a message a
+/// person understands, so `kubectl apply` rejects `30 minutes` with an example
+/// of what to write instead.
+pub fn schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "nullable": true,
+        "maxLength": 32,
+        "x-kubernetes-validations": [{
+            "rule": format!("self.matches('{PATTERN}')"),
+            "message": "must be a duration such as 90s, 30m or 1h30m (units: h, m, s, ms)"
+        }]
+    })
+}
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DurationError {

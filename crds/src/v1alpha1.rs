@@ -40,7 +40,7 @@ pub struct ConsoleSessionSpec {
     /// `1h30m`. Defaults to the Hypervisor's `defaultTimeout`; may not exceed its
     /// `maxTimeout`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = crate::duration::PATTERN), length(max = 32))]
+    #[schemars(schema_with = "crate::duration::schema")]
     pub timeout: Option<String>,
 }
 
@@ -135,11 +135,11 @@ pub struct HypervisorSpec {
     pub allowed_namespaces: Option<LabelSelector>,
     /// Lifetime of sessions that set no `timeout`. Default `1h`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = crate::duration::PATTERN), length(max = 32))]
+    #[schemars(schema_with = "crate::duration::schema")]
     pub default_timeout: Option<String>,
     /// The longest `timeout` a session may ask for. Default `8h`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = crate::duration::PATTERN), length(max = 32))]
+    #[schemars(schema_with = "crate::duration::schema")]
     pub max_timeout: Option<String>,
 }
 
