@@ -1,0 +1,167 @@
+//! Session lifecycle on the test bed: validation by the real apiserver,
+//! namespace authorization, and the hard timeout.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use kube::Api;
+use porthole_api::v1alpha1::{ConsoleSession, SessionPhase};
+use porthole_e2e::HYPERVISOR_HOST;
+use porthole_e2e::cluster::{
+    TestNamespace, client, eventually, kubectl, kubectl_output, unique_suffix,
+};
+
+fn hypervisor(name: &str, allowed_namespaces: &str) -> String {
+    format!(
+        "apiVersion: porthole.dev/v1alpha1\nkind: Hypervisor\nmetadata: {{name: {name}}}\n\
+         spec:\n  allowedNamespaces: {allowed_namespaces}\n  maxTimeout: 1h\n  vnc: {{host: {HYPERVISOR_HOST}, ports: {{first: 5910, last: 5930}}}}\n"
+    )
+}
+
+fn session(ns: &str, name: &str, hypervisor: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: porthole.dev/v1alpha1\nkind: ConsoleSession\nmetadata: {{name: {name}, namespace: {ns}}}\n\
+         spec:\n  hypervisor: {hypervisor}\n  vm: {{port: 5913}}\n{extra}"
+    )
+}
+
+#[tokio::test]
+async fn bad_specs_are_rejected_by_the_apiserver_with_readable_messages() -> Result<()> {
+    let client = client().await?;
+    let ns = TestNamespace::create(&client, "validation").await?;
+    let cases = [
+        (
+            session(&ns.name, "bad-duration", "any", "  timeout: 30 minutes\n"),
+            "must be a duration such as 90s, 30m or 1h30m",
+        ),
+        (
+            session(&ns.name, "bad-port", "any", "").replace("port: 5913", "port: 70000"),
+            "spec.vm.port in body should be less than or equal to 65535",
+        ),
+        (
+            hypervisor("bad-range", "{}")
+                .replace("first: 5910, last: 5930", "first: 5930, last: 5910"),
+            "ports.first must not be greater than ports.last",
+        ),
+    ];
+    for (manifest, expected) in cases {
+        let out = kubectl_output(&["apply", "-f", "-"], Some(&manifest)).await?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "accepted:\n{manifest}");
+        assert!(
+            stderr.contains(expected),
+            "expected {expected:?} in:\n{stderr}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_namespace_outside_allowed_namespaces_gets_not_allowed_and_no_pod() -> Result<()> {
+    let client = client().await?;
+    let ns = TestNamespace::create(&client, "notallowed").await?;
+    let hv = format!("restricted-{}", unique_suffix());
+    let manifests = hypervisor(&hv, "{matchLabels: {porthole.dev/consoles: allowed}}")
+        + "---\n"
+        + &session(&ns.name, "denied", &hv, "");
+    kubectl(&["apply", "-f", "-"], Some(&manifests)).await?;
+    kubectl(
+        &[
+            "-n",
+            &ns.name,
+            "wait",
+            "--for=jsonpath={.status.reason}=NotAllowed",
+            "consolesession/denied",
+            "--timeout=60s",
+        ],
+        None,
+    )
+    .await?;
+    let sessions: Api<ConsoleSession> = Api::namespaced(client.clone(), &ns.name);
+    let status = sessions.get("denied").await?.status.context("status")?;
+    assert_eq!(status.phase, Some(SessionPhase::Failed));
+    assert!(status.message.unwrap_or_default().contains(&ns.name));
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    assert!(
+        pods.list(&Default::default()).await?.items.is_empty(),
+        "no pod for a denied session"
+    );
+    kubectl(&["delete", "hypervisor", &hv], None).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_hard_timeout_ends_the_session_on_time_and_removes_what_it_created() -> Result<()> {
+    let client = client().await?;
+    let ns = TestNamespace::create(&client, "timeout").await?;
+    let hv = format!("timed-{}", unique_suffix());
+    let manifests =
+        hypervisor(&hv, "{}") + "---\n" + &session(&ns.name, "short", &hv, "  timeout: 25s\n");
+    kubectl(&["apply", "-f", "-"], Some(&manifests)).await?;
+    kubectl(
+        &[
+            "-n",
+            &ns.name,
+            "wait",
+            "--for=condition=Ready",
+            "consolesession/short",
+            "--timeout=60s",
+        ],
+        None,
+    )
+    .await?;
+    kubectl(
+        &[
+            "-n",
+            &ns.name,
+            "wait",
+            "--for=jsonpath={.status.phase}=Expired",
+            "consolesession/short",
+            "--timeout=60s",
+        ],
+        None,
+    )
+    .await?;
+    let sessions: Api<ConsoleSession> = Api::namespaced(client.clone(), &ns.name);
+    let status = sessions.get("short").await?.status.context("status")?;
+    assert_eq!(status.reason.as_deref(), Some("Expired"));
+    let expires_at = status.expires_at.context("expiresAt")?.0;
+    let ended_at = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .context("Ready condition")?
+        .last_transition_time
+        .0;
+    let late = ended_at.duration_since(expires_at);
+    assert!(
+        late.as_secs_f64().abs() <= 2.0,
+        "ended {late:?} after the deadline"
+    );
+
+    let child = "console-short";
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns.name);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    eventually(
+        Duration::from_secs(30),
+        "the expired session's Pod, Service and Secret to go",
+        || {
+            let (pods, services, secrets) = (pods.clone(), services.clone(), secrets.clone());
+            async move {
+                let gone = pods.get_opt(child).await?.is_none()
+                    && services.get_opt(child).await?.is_none()
+                    && secrets.get_opt(child).await?.is_none();
+                Ok(gone.then_some(()))
+            }
+        },
+    )
+    .await?;
+    assert!(
+        sessions.get_opt("short").await?.is_some(),
+        "the session stays with its final phase"
+    );
+    kubectl(&["delete", "hypervisor", &hv], None).await?;
+    Ok(())
+}
