@@ -1,0 +1,159 @@
+//! Pumps bytes between a browser's WebSocket and a VNC server's stream.
+//!
+//! Each direction is its own loop with a bounded buffer, and it only reads more
+//! once the previous chunk is written, so a slow side slows the other instead of
+//! filling memory. Both loops run in one `select!`: whichever ends first (or a
+//! stop from outside) drops the other, so neither side outlives its peer.
+
+use std::io;
+
+use bytes::BytesMut;
+use futures::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Direction;
+use crate::rfb::client_messages::{self, Input, Parser};
+
+/// How much the proxy reads from the VNC server before sending it on.
+pub const CHUNK: usize = 64 * 1024;
+
+/// What the relay reports as it goes; the session's idle timer and the metrics
+/// listen here.
+pub trait Observer: Sync {
+    fn relayed(&self, _direction: Direction, _data: &[u8]) {}
+    fn input(&self, _input: Input) {}
+}
+
+/// Why a relay ended.
+#[derive(Debug, thiserror::Error)]
+pub enum End {
+    #[error("the viewer left")]
+    ViewerLeft,
+    #[error("the VNC server closed the connection")]
+    UpstreamClosed,
+    #[error("stopped")]
+    Stopped,
+    #[error("viewer connection failed: {0}")]
+    Viewer(#[from] tungstenite::Error),
+    #[error("the viewer sent a text message; only binary is relayed")]
+    TextMessage,
+    #[error("the viewer sent an unusable RFB message: {0}")]
+    Protocol(#[from] client_messages::Error),
+    #[error("VNC server connection failed: {0}")]
+    Upstream(#[from] io::Error),
+}
+
+impl End {
+    /// A fixed label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            End::ViewerLeft => "viewer-left",
+            End::UpstreamClosed => "upstream-closed",
+            End::Stopped => "stopped",
+            End::Viewer(_) | End::TextMessage => "viewer-error",
+            End::Protocol(_) => "protocol-error",
+            End::Upstream(_) => "upstream-error",
+        }
+    }
+}
+
+/// Relays until one side ends or `stop` fires, and returns why. `pending` holds
+/// browser bytes already read (during a handshake). With a `parser`, browser
+/// bytes are framed as RFB client messages; without, they pass untouched.
+pub async fn relay<S, U>(
+    ws: &mut WebSocketStream<S>,
+    upstream: U,
+    pending: BytesMut,
+    parser: Option<Parser>,
+    observer: &impl Observer,
+    stop: &CancellationToken,
+) -> End
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite,
+{
+    let (mut up_read, mut up_write) = tokio::io::split(upstream);
+    let (mut ws_write, mut ws_read) = ws.split();
+    let to_upstream = async {
+        let mut filter = Filter {
+            parser,
+            pending,
+            out: BytesMut::new(),
+        };
+        // Bytes left over from the handshake go first.
+        filter.forward(&mut up_write, &[], observer).await?;
+        while let Some(message) = ws_read.next().await {
+            match message? {
+                Message::Binary(data) => filter.forward(&mut up_write, &data, observer).await?,
+                Message::Text(_) => return Err(End::TextMessage),
+                Message::Close(_) => return Ok(End::ViewerLeft),
+                // tungstenite answers pings itself.
+                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+            }
+        }
+        Ok(End::ViewerLeft)
+    };
+    let to_browser = async {
+        let mut buf = BytesMut::with_capacity(CHUNK);
+        loop {
+            buf.reserve(CHUNK);
+            if up_read.read_buf(&mut buf).await? == 0 {
+                return Ok::<_, End>(End::UpstreamClosed);
+            }
+            observer.relayed(Direction::Downstream, &buf);
+            ws_write.send(Message::Binary(buf.split().freeze())).await?;
+        }
+    };
+    tokio::select! {
+        end = to_upstream => end.unwrap_or_else(|e| e),
+        end = to_browser => end.unwrap_or_else(|e| e),
+        () = stop.cancelled() => End::Stopped,
+    }
+}
+
+/// The browser-to-server direction's state between messages.
+struct Filter {
+    parser: Option<Parser>,
+    pending: BytesMut,
+    out: BytesMut,
+}
+
+impl Filter {
+    async fn forward<W: AsyncWrite + Unpin>(
+        &mut self,
+        upstream: &mut W,
+        data: &[u8],
+        observer: &impl Observer,
+    ) -> Result<(), End> {
+        let bytes: &[u8] = match &mut self.parser {
+            None => {
+                if !self.pending.is_empty() {
+                    self.pending.extend_from_slice(data);
+                    self.out = self.pending.split();
+                    &self.out
+                } else {
+                    data
+                }
+            }
+            Some(parser) => {
+                self.pending.extend_from_slice(data);
+                let input = parser.feed(&mut self.pending, &mut self.out)?;
+                if input.any() {
+                    observer.input(input);
+                }
+                &self.out
+            }
+        };
+        if !bytes.is_empty() {
+            upstream.write_all(bytes).await?;
+            // A TLS upstream buffers until flushed.
+            upstream.flush().await?;
+            observer.relayed(Direction::Upstream, bytes);
+        }
+        self.out.clear();
+        Ok(())
+    }
+}

@@ -1,0 +1,402 @@
+//! Pod mode: one console session per process.
+//!
+//! The process *is* the session. It serves the page, health, metrics and the
+//! WebSocket on one port; it ends on SIGTERM (`completed`), when the VNC server
+//! fails or closes the console, or when one of its timeouts runs out, and it
+//! leaves the [`EndReason`] in the termination message for the operator.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::RETRY_AFTER;
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::upgrade::OnUpgrade;
+use porthole_api::contract::{BINARY_SUBPROTOCOL, EndReason, WEBSOCKET_PATH};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::auth::{Offered, RateLimiter};
+use crate::config::SessionConfig;
+use crate::http::{self as web, Body, Socket, close_frame};
+use crate::metrics::{self, AuthFailure, Direction, Metrics, ReasonLabels};
+use crate::relay::{self, End, Observer};
+use crate::rfb::client_messages::{self, Input, Parser};
+use crate::{console, page, server, termination};
+
+/// Failed token checks allowed at once, and how fast they come back.
+const AUTH_BURST: u32 = 10;
+const AUTH_REFILL: Duration = Duration::from_secs(2);
+/// How long connections get to finish once the session ends (the pod's grace
+/// period is longer).
+const DRAIN: Duration = Duration::from_secs(3);
+
+/// Why pod mode could not run at all.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Serves the session until it ends, writes the termination message, and returns
+/// the end reason. `shutdown` resolving (SIGTERM) ends it as `completed`.
+pub async fn run(
+    config: SessionConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<EndReason, Error> {
+    let listener = TcpListener::bind(config.args.listen)
+        .await
+        .map_err(|source| Error::Bind {
+            addr: config.args.listen,
+            source,
+        })?;
+    let session = Session::new(config);
+    let reason = session.serve(listener, shutdown).await;
+    termination::write(&session.config.args.termination_message_path, &reason);
+    Ok(reason)
+}
+
+/// The session's shared state.
+#[derive(Debug)]
+pub struct Session {
+    config: SessionConfig,
+    metrics: Metrics,
+    limiter: RateLimiter,
+    page: Bytes,
+    upstream: console::Upstream,
+    started: Instant,
+    last_input: Mutex<Instant>,
+    ever_connected: AtomicBool,
+    end: Mutex<Option<EndReason>>,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Session {
+    pub fn new(config: SessionConfig) -> Arc<Self> {
+        let args = &config.args;
+        let upstream = console::Upstream {
+            addr: args.upstream.clone(),
+            password: config.vnc_password.clone(),
+            connect_timeout: args.upstream_connect_timeout,
+            handshake_timeout: args.handshake_timeout,
+        };
+        Arc::new(Self {
+            page: page::render(&args.vm_name).into(),
+            metrics: Metrics::new(),
+            limiter: RateLimiter::new(AUTH_BURST, AUTH_REFILL),
+            upstream,
+            started: Instant::now(),
+            last_input: Mutex::new(Instant::now()),
+            ever_connected: AtomicBool::new(false),
+            end: Mutex::new(None),
+            stop: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            config,
+        })
+    }
+
+    /// Ends the session. The first reason wins: a viewer failing because the
+    /// session is already stopping must not overwrite why it stopped.
+    pub fn end(&self, reason: EndReason) {
+        let mut end = self.end.lock().unwrap_or_else(|e| e.into_inner());
+        if end.is_none() {
+            tracing::info!(reason = %reason, "session ending");
+            self.metrics
+                .session_end
+                .get_or_create(&ReasonLabels {
+                    reason: reason.label(),
+                })
+                .set(1);
+            *end = Some(reason);
+        }
+        self.stop.cancel();
+    }
+
+    fn end_reason(&self) -> Option<EndReason> {
+        self.end.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    async fn serve(
+        self: &Arc<Self>,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> EndReason {
+        let args = &self.config.args;
+        let span = tracing::info_span!("session", namespace = %args.namespace, name = %args.name);
+        tracing::info!(parent: &span, listen = %args.listen, upstream = %args.upstream, "serving console");
+        let accept = {
+            let session = self.clone();
+            async move {
+                server::accept_loop(
+                    &listener,
+                    session.config.args.max_connections,
+                    &session.stop,
+                    |stream, peer, permit| session.connection(stream, peer, permit),
+                )
+                .await;
+            }
+        };
+        self.tasks.spawn(accept.instrument(span.clone()));
+        self.tasks
+            .spawn(self.clone().watchdog().instrument(span.clone()));
+
+        tokio::select! {
+            () = shutdown => self.end(EndReason::Completed),
+            () = self.stop.cancelled() => {}
+        }
+        self.tasks.close();
+        if tokio::time::timeout(DRAIN, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(parent: &span, "connections still open after {DRAIN:?}; leaving anyway");
+        }
+        self.end_reason().unwrap_or(EndReason::Completed)
+    }
+
+    /// Ends the session when a configured timeout runs out.
+    async fn watchdog(self: Arc<Self>) {
+        let args = &self.config.args;
+        if args.idle_timeout.is_none()
+            && args.lifetime.is_none()
+            && args.first_connect_timeout.is_none()
+        {
+            return;
+        }
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = self.stop.cancelled() => return,
+            }
+            let now = Instant::now();
+            let since = |t: Instant| now.saturating_duration_since(t);
+            let last_input = *self.last_input.lock().unwrap_or_else(|e| e.into_inner());
+            if args.lifetime.is_some_and(|l| since(self.started) >= l) {
+                self.end(EndReason::Expired);
+            } else if args
+                .first_connect_timeout
+                .is_some_and(|t| since(self.started) >= t)
+                && !self.ever_connected.load(Ordering::Relaxed)
+            {
+                self.end(EndReason::NeverConnected);
+            } else if args.idle_timeout.is_some_and(|t| since(last_input) >= t) {
+                self.end(EndReason::Idle);
+            }
+        }
+    }
+
+    fn connection(
+        self: &Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        permit: OwnedSemaphorePermit,
+    ) {
+        // The slot must outlive an upgrade, which leaves hyper's connection.
+        let permit = Arc::new(permit);
+        let session = self.clone();
+        let service = service_fn(move |req| {
+            let response = session.route(req, peer, &permit);
+            async move { Ok::<_, Infallible>(response) }
+        });
+        let stop = self.stop.clone();
+        let timeout = self.config.args.handshake_timeout;
+        self.tasks.spawn(
+            async move {
+                tokio::select! {
+                    served = web::serve(stream, service, timeout) => {
+                        if let Err(e) = served {
+                            tracing::debug!(error = %e, "HTTP connection failed");
+                        }
+                    }
+                    () = stop.cancelled() => {}
+                }
+            }
+            .instrument(tracing::debug_span!("http", %peer)),
+        );
+    }
+
+    fn route(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        permit: &Arc<OwnedSemaphorePermit>,
+    ) -> Response<Body> {
+        let path = req.uri().path();
+        // The page and socket may sit under a prefix an ingress adds.
+        let is_socket = path
+            .strip_suffix(WEBSOCKET_PATH)
+            .is_some_and(|p| p.ends_with('/'));
+        let is_page = path.ends_with('/') || path.ends_with("/vnc.html");
+        match (req.method(), path) {
+            (_, _) if is_socket => self.open_console(req, peer, permit.clone()),
+            (&Method::GET, "/healthz") => web::text(StatusCode::OK, "ok\n"),
+            (&Method::GET, "/readyz") if self.stop.is_cancelled() => {
+                web::text(StatusCode::SERVICE_UNAVAILABLE, "ending\n")
+            }
+            (&Method::GET, "/readyz") => web::text(StatusCode::OK, "ready\n"),
+            (&Method::GET, "/metrics") => {
+                web::respond(StatusCode::OK, metrics::CONTENT_TYPE, self.metrics.encode())
+            }
+            (&Method::GET | &Method::HEAD, _) if is_page => web::respond(
+                StatusCode::OK,
+                "text/html; charset=utf-8",
+                self.page.clone(),
+            ),
+            (&Method::GET | &Method::HEAD, _) => web::text(StatusCode::NOT_FOUND, "not found\n"),
+            _ => web::text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
+        }
+    }
+
+    /// Checks the token before anything else happens: a refused request never
+    /// reaches the VNC server.
+    fn open_console(
+        self: &Arc<Self>,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+        permit: Arc<OwnedSemaphorePermit>,
+    ) -> Response<Body> {
+        if !web::is_websocket(&req) {
+            return web::text(StatusCode::BAD_REQUEST, "expected a WebSocket upgrade\n");
+        }
+        let now = std::time::Instant::now();
+        if !self.limiter.allows(now) {
+            self.metrics.auth_failed(AuthFailure::RateLimited);
+            tracing::warn!(%peer, "refused a viewer: too many failed token checks");
+            let mut response =
+                web::text(StatusCode::TOO_MANY_REQUESTS, "too many failed attempts\n");
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(AUTH_REFILL.as_secs()));
+            return response;
+        }
+        let offered = Offered::from_headers(req.headers());
+        if !offered
+            .token
+            .is_some_and(|t| self.config.token.matches(t.as_bytes()))
+        {
+            self.limiter.failed(now);
+            self.metrics.auth_failed(AuthFailure::BadToken);
+            tracing::warn!(%peer, token_offered = offered.token.is_some(), "refused a viewer: wrong or missing token");
+            return web::text(StatusCode::UNAUTHORIZED, "wrong or missing token\n");
+        }
+        if !offered.binary {
+            return web::text(
+                StatusCode::BAD_REQUEST,
+                "offer the \"binary\" subprotocol\n",
+            );
+        }
+        match web::accept(&mut req, Some(BINARY_SUBPROTOCOL)) {
+            Ok((response, on_upgrade)) => {
+                let viewer = self.clone().viewer(on_upgrade, permit);
+                self.tasks
+                    .spawn(viewer.instrument(tracing::info_span!("viewer", %peer)));
+                response
+            }
+            Err(response) => response,
+        }
+    }
+
+    async fn viewer(self: Arc<Self>, on_upgrade: OnUpgrade, _permit: Arc<OwnedSemaphorePermit>) {
+        let config = web::websocket_config(self.config.args.max_message_size);
+        let mut ws = match web::websocket(on_upgrade, config).await {
+            Ok(ws) => ws,
+            Err(e) => return tracing::debug!(error = %e, "upgrade failed"),
+        };
+        self.metrics.viewers.inc();
+        self.ever_connected.store(true, Ordering::Relaxed);
+        *self.last_input.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        tracing::info!("viewer connected");
+
+        let (label, frame) = match self.relay(&mut ws).await {
+            Ok(end) => {
+                tracing::info!(end = %end, "viewer disconnected");
+                let frame = match (&end, self.end_reason()) {
+                    // Tell the page why the session ended.
+                    (End::Stopped | End::UpstreamClosed | End::Upstream(_), Some(reason)) => {
+                        close_frame(CloseCode::Normal, &reason.to_string())
+                    }
+                    (End::ViewerLeft, _) => close_frame(CloseCode::Normal, ""),
+                    (End::Protocol(_) | End::TextMessage, _) => {
+                        close_frame(CloseCode::Protocol, &end.to_string())
+                    }
+                    (other, _) => close_frame(CloseCode::Error, &other.to_string()),
+                };
+                (end.label(), frame)
+            }
+            Err(e) if e.is_upstream() => {
+                tracing::error!(error = %e, "cannot open the console");
+                let reason = EndReason::UpstreamFailed(e.to_string());
+                let frame = close_frame(CloseCode::Error, &reason.to_string());
+                self.end(reason);
+                ("upstream-failed", frame)
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "viewer failed the RFB handshake");
+                (
+                    "handshake-failed",
+                    close_frame(CloseCode::Protocol, &e.to_string()),
+                )
+            }
+        };
+        self.metrics
+            .connections_ended
+            .get_or_create(&ReasonLabels { reason: label })
+            .inc();
+        self.metrics.viewers.dec();
+        // A viewer that stopped reading must not hold up the end of the session.
+        let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(Some(frame))).await;
+    }
+
+    /// Opens the console and relays it until either side or the session ends.
+    async fn relay(&self, ws: &mut Socket) -> Result<End, console::Error> {
+        let opened = tokio::select! {
+            opened = console::open(ws, &self.upstream) => opened?,
+            () = self.stop.cancelled() => return Ok(End::Stopped),
+        };
+        let parser = Parser::new(
+            self.config.args.view_only,
+            client_messages::DEFAULT_MAX_CUT_TEXT,
+        );
+        let end = relay::relay(
+            ws,
+            opened.upstream,
+            opened.pending,
+            Some(parser),
+            self,
+            &self.stop,
+        )
+        .await;
+        // The hypervisor closing (or resetting) the console ends the session.
+        if matches!(end, End::UpstreamClosed | End::Upstream(_)) {
+            self.end(EndReason::UpstreamClosed);
+        }
+        Ok(end)
+    }
+}
+
+impl Observer for Session {
+    fn relayed(&self, direction: Direction, data: &[u8]) {
+        self.metrics.add_bytes(direction, data.len());
+    }
+
+    fn input(&self, input: Input) {
+        self.metrics.add_input(input.keys, input.pointer);
+        *self.last_input.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+}

@@ -1,0 +1,532 @@
+//! Standalone mode: a drop-in for websockify.
+//!
+//! `porthole-proxy [options] [source_addr:]source_port target_addr:target_port`
+//! relays WebSocket connections to the target as websockify does: no RFB
+//! termination, subprotocol `binary` (or none), TLS sniffed from the first byte
+//! when a certificate is present, static files with `--web`.
+
+pub mod files;
+pub mod record;
+pub mod target;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::upgrade::OnUpgrade;
+use porthole_api::contract::BINARY_SUBPROTOCOL;
+use rustls::ClientConfig;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use self::record::Recorder;
+use self::target::{Destination, Io};
+use crate::auth::Offered;
+use crate::http::{self as web, Body, close_frame};
+use crate::metrics::Direction;
+use crate::relay::{self, Observer};
+use crate::{server, tls};
+
+/// How long open connections get once the proxy stops.
+const DRAIN: Duration = Duration::from_secs(3);
+
+/// Why standalone mode cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("missing [source_addr:]source_port")]
+    MissingSource,
+    #[error("missing target_addr:target_port (or --unix-target, or --token-source)")]
+    MissingTarget,
+    #[error(transparent)]
+    Address(#[from] target::Error),
+    #[error("--ssl-only needs a certificate, and {0} does not exist")]
+    MissingCertificate(PathBuf),
+    #[error("--verify-client needs --cafile")]
+    MissingCaFile,
+    #[error("only the TokenFile token plugin is supported, not {0:?}")]
+    UnsupportedTokenPlugin(String),
+    #[error(
+        "wrapping a command needs websockify's LD_PRELOAD rebind.so, which porthole-proxy does not ship"
+    )]
+    WrapUnsupported,
+    #[error(transparent)]
+    Tls(#[from] tls::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+fn duration(text: &str) -> Result<Duration, String> {
+    porthole_api::duration::parse(text).map_err(|e| e.to_string())
+}
+
+/// What to do when a wrapped command exits (websockify's `--wrap-mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WrapMode {
+    Exit,
+    Ignore,
+    Respawn,
+}
+
+/// websockify's command line.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WebsockifyArgs {
+    /// Where to listen: `[source_addr:]source_port`.
+    #[arg(value_name = "[SOURCE_ADDR:]SOURCE_PORT")]
+    pub source: Option<String>,
+    /// Where to relay to: `target_addr:target_port`.
+    #[arg(value_name = "TARGET_ADDR:TARGET_PORT")]
+    pub target: Option<String>,
+    /// A command to run and relay to (needs websockify's rebind.so: unsupported).
+    #[arg(last = true, value_name = "WRAP_COMMAND_LINE")]
+    pub wrap: Vec<String>,
+    /// Log more.
+    #[arg(short, long)]
+    pub verbose: bool,
+    /// Handle a single WebSocket connection, then exit.
+    #[arg(long)]
+    pub run_once: bool,
+    /// Exit after this many seconds once no connection is open.
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<u64>,
+    /// Exit after this many seconds without any open connection.
+    #[arg(long, value_name = "SECONDS")]
+    pub idle_timeout: Option<u64>,
+    /// Serve files from DIR beside the WebSocket.
+    #[arg(long, value_name = "DIR")]
+    pub web: Option<PathBuf>,
+    /// PEM certificate for TLS (TLS is off when it does not exist).
+    #[arg(long, default_value = "self.pem")]
+    pub cert: PathBuf,
+    /// PEM private key, when not in the certificate file.
+    #[arg(long)]
+    pub key: Option<PathBuf>,
+    /// Refuse plain connections.
+    #[arg(long)]
+    pub ssl_only: bool,
+    /// Connect to the target over TLS (unverified, as websockify does).
+    #[arg(long)]
+    pub ssl_target: bool,
+    /// Relay to a Unix socket instead of a TCP target.
+    #[arg(long, value_name = "FILE")]
+    pub unix_target: Option<PathBuf>,
+    /// Record each connection's frames to FILE.N.
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
+    /// Detach and run in the background.
+    #[arg(short = 'D', long)]
+    pub daemon: bool,
+    /// What to do when a wrapped command exits.
+    #[arg(long, value_enum, default_value_t = WrapMode::Exit)]
+    pub wrap_mode: WrapMode,
+    /// Require clients to present a certificate signed by --cafile.
+    #[arg(long)]
+    pub verify_client: bool,
+    /// PEM CA certificates for --verify-client.
+    #[arg(long, value_name = "FILE")]
+    pub cafile: Option<PathBuf>,
+    /// The token plugin (only TokenFile is supported).
+    #[arg(long, value_name = "PLUGIN")]
+    pub token_plugin: Option<String>,
+    /// A file, or a directory of files, of `token: host:port` lines; the
+    /// client names its target with `?token=`.
+    #[arg(long, visible_alias = "token-file", value_name = "FILE_OR_DIR")]
+    pub token_source: Option<PathBuf>,
+    /// Give up dialling the target after this long.
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    pub connect_timeout: Duration,
+    /// Give up on a TLS handshake or an HTTP request head after this long.
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    pub handshake_timeout: Duration,
+    /// Open connections at most; more wait to be accepted.
+    #[arg(long, default_value_t = 256)]
+    pub max_connections: usize,
+    /// Largest WebSocket message (and frame) accepted, in bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub max_message_size: usize,
+}
+
+#[derive(Debug)]
+enum Targets {
+    Fixed(Destination),
+    Tokens(PathBuf),
+}
+
+/// The standalone proxy's shared state.
+pub struct Websockify {
+    args: WebsockifyArgs,
+    listen: SocketAddr,
+    targets: Targets,
+    tls: Option<TlsAcceptor>,
+    target_tls: Option<Arc<ClientConfig>>,
+    started: Instant,
+    active: AtomicUsize,
+    last_active: Mutex<Instant>,
+    next_id: AtomicU64,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Websockify {
+    /// Checks the arguments and loads TLS material.
+    pub fn new(args: WebsockifyArgs) -> Result<Arc<Self>, Error> {
+        if !args.wrap.is_empty() {
+            return Err(Error::WrapUnsupported);
+        }
+        let listen = target::parse_source(args.source.as_deref().ok_or(Error::MissingSource)?)?;
+        if let Some(plugin) = &args.token_plugin
+            && !plugin.ends_with("TokenFile")
+        {
+            return Err(Error::UnsupportedTokenPlugin(plugin.clone()));
+        }
+        let targets = match (&args.token_source, &args.unix_target, &args.target) {
+            (Some(source), _, _) => Targets::Tokens(source.clone()),
+            (None, Some(path), _) => Targets::Fixed(Destination::Unix(path.clone())),
+            (None, None, Some(addr)) => {
+                Targets::Fixed(Destination::Tcp(target::parse_target(addr)?))
+            }
+            (None, None, None) => return Err(Error::MissingTarget),
+        };
+        let tls = if args.cert.exists() {
+            let key = args.key.as_deref().unwrap_or(&args.cert);
+            let ca = match (args.verify_client, &args.cafile) {
+                (true, Some(ca)) => Some(ca.as_path()),
+                (true, None) => return Err(Error::MissingCaFile),
+                (false, _) => None,
+            };
+            Some(TlsAcceptor::from(tls::server_config(&args.cert, key, ca)?))
+        } else if args.ssl_only {
+            return Err(Error::MissingCertificate(args.cert.clone()));
+        } else {
+            None
+        };
+        let target_tls = args
+            .ssl_target
+            .then(tls::unverified_client_config)
+            .transpose()?;
+        Ok(Arc::new(Self {
+            args,
+            listen,
+            targets,
+            tls,
+            target_tls,
+            started: Instant::now(),
+            active: AtomicUsize::new(0),
+            last_active: Mutex::new(Instant::now()),
+            next_id: AtomicU64::new(1),
+            stop: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        }))
+    }
+
+    /// Listens and relays until `shutdown`, `--run-once`, `--timeout` or
+    /// `--idle-timeout` says to stop.
+    pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+        let listener = TcpListener::bind(self.listen)
+            .await
+            .map_err(|source| Error::Bind {
+                addr: self.listen,
+                source,
+            })?;
+        tracing::info!(
+            listen = %self.listen,
+            target = ?self.targets,
+            tls = self.tls.is_some(),
+            ssl_only = self.args.ssl_only,
+            web = ?self.args.web,
+            "websockify listening"
+        );
+        let accept = {
+            let this = self.clone();
+            async move {
+                server::accept_loop(
+                    &listener,
+                    this.args.max_connections,
+                    &this.stop,
+                    |stream, peer, permit| this.connection(stream, peer, permit),
+                )
+                .await;
+            }
+        };
+        self.tasks.spawn(accept);
+        self.tasks.spawn(self.clone().watch_timeouts());
+        tokio::select! {
+            () = shutdown => self.stop.cancel(),
+            () = self.stop.cancelled() => {}
+        }
+        self.tasks.close();
+        if tokio::time::timeout(DRAIN, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("connections still open after {DRAIN:?}; leaving anyway");
+        }
+        Ok(())
+    }
+
+    /// websockify's `--timeout` and `--idle-timeout`: both wait for no open
+    /// connection; the first counts from start, the second from the last close.
+    async fn watch_timeouts(self: Arc<Self>) {
+        let timeout = self.args.timeout.map(Duration::from_secs);
+        let idle = self.args.idle_timeout.map(Duration::from_secs);
+        if timeout.is_none() && idle.is_none() {
+            return;
+        }
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = self.stop.cancelled() => return,
+            }
+            if self.active.load(Ordering::SeqCst) > 0 {
+                continue;
+            }
+            let last_active = *self.last_active.lock().unwrap_or_else(|e| e.into_inner());
+            if timeout.is_some_and(|t| self.started.elapsed() >= t) {
+                tracing::info!("exiting: --timeout");
+                return self.stop.cancel();
+            }
+            if idle.is_some_and(|t| last_active.elapsed() >= t) {
+                tracing::info!("exiting: --idle-timeout");
+                return self.stop.cancel();
+            }
+        }
+    }
+
+    fn activity(self: &Arc<Self>) -> Active {
+        self.active.fetch_add(1, Ordering::SeqCst);
+        Active(self.clone())
+    }
+
+    fn connection(
+        self: &Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        permit: OwnedSemaphorePermit,
+    ) {
+        let this = self.clone();
+        let active = self.activity();
+        let task = async move {
+            let _active = active;
+            let Some(io) = this.sniff_tls(stream).await else {
+                return;
+            };
+            let permit = Arc::new(permit);
+            let service = {
+                let this = this.clone();
+                service_fn(move |req| {
+                    let this = this.clone();
+                    let permit = permit.clone();
+                    async move { Ok::<_, Infallible>(this.route(req, peer, permit).await) }
+                })
+            };
+            tokio::select! {
+                served = web::serve(io, service, this.args.handshake_timeout) => {
+                    if let Err(e) = served {
+                        tracing::debug!(error = %e, "HTTP connection failed");
+                    }
+                }
+                () = this.stop.cancelled() => {}
+            }
+        };
+        self.tasks
+            .spawn(task.instrument(tracing::debug_span!("connection", %peer)));
+    }
+
+    /// With a certificate, a first byte of 0x16 means TLS; anything else is
+    /// plain HTTP, unless `--ssl-only`.
+    async fn sniff_tls(&self, stream: TcpStream) -> Option<Box<dyn Io>> {
+        let Some(acceptor) = &self.tls else {
+            return Some(Box::new(stream));
+        };
+        let timeout = self.args.handshake_timeout;
+        let mut first = [0u8; 1];
+        match tokio::time::timeout(timeout, stream.peek(&mut first)).await {
+            Ok(Ok(1)) => {}
+            _ => return None,
+        }
+        if first[0] != tls::HANDSHAKE_RECORD {
+            if self.args.ssl_only {
+                tracing::info!("refused a plain connection: --ssl-only");
+                return None;
+            }
+            return Some(Box::new(stream));
+        }
+        match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => Some(Box::new(tls)),
+            Ok(Err(e)) => {
+                tracing::info!(error = %e, "TLS handshake failed");
+                None
+            }
+            Err(_) => {
+                tracing::info!("TLS handshake timed out");
+                None
+            }
+        }
+    }
+
+    async fn route(
+        self: Arc<Self>,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+        permit: Arc<OwnedSemaphorePermit>,
+    ) -> Response<Body> {
+        if web::is_websocket(&req) {
+            let destination = match &self.targets {
+                Targets::Fixed(destination) => destination.clone(),
+                Targets::Tokens(source) => {
+                    let token = req.uri().query().and_then(token_from_query);
+                    match token.and_then(|t| target::lookup_token(source, &t)) {
+                        Some(destination) => destination,
+                        None => {
+                            tracing::info!(%peer, "refused: unknown or missing token");
+                            return web::text(StatusCode::UNAUTHORIZED, "unknown token\n");
+                        }
+                    }
+                }
+            };
+            let offered = Offered::from_headers(req.headers());
+            let any_offered = req
+                .headers()
+                .contains_key(http::header::SEC_WEBSOCKET_PROTOCOL);
+            let protocol = match (offered.binary, any_offered) {
+                (true, _) => Some(BINARY_SUBPROTOCOL),
+                (false, false) => None,
+                (false, true) => {
+                    return web::text(
+                        StatusCode::BAD_REQUEST,
+                        "only the binary subprotocol is supported\n",
+                    );
+                }
+            };
+            return match web::accept(&mut req, protocol) {
+                Ok((response, on_upgrade)) => {
+                    let viewer = self.clone().viewer(on_upgrade, destination, permit);
+                    self.tasks
+                        .spawn(viewer.instrument(tracing::info_span!("viewer", %peer)));
+                    response
+                }
+                Err(response) => response,
+            };
+        }
+        match (&self.args.web, req.method()) {
+            (Some(root), &Method::GET | &Method::HEAD) => {
+                files::serve(root, req.uri().path()).await
+            }
+            _ => web::text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
+        }
+    }
+
+    async fn viewer(
+        self: Arc<Self>,
+        on_upgrade: OnUpgrade,
+        destination: Destination,
+        _permit: Arc<OwnedSemaphorePermit>,
+    ) {
+        let _active = self.activity();
+        let config = web::websocket_config(self.args.max_message_size);
+        let mut ws = match web::websocket(on_upgrade, config).await {
+            Ok(ws) => ws,
+            Err(e) => return tracing::debug!(error = %e, "upgrade failed"),
+        };
+        let connect = destination.connect(self.target_tls.as_ref());
+        let frame = match tokio::time::timeout(self.args.connect_timeout, connect).await {
+            Ok(Ok(upstream)) => {
+                tracing::info!(target = ?destination, "relaying");
+                let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+                let recorder = self.args.record.as_deref().and_then(|base| {
+                    Recorder::create(base, id)
+                        .inspect_err(|e| tracing::warn!(error = %e, "cannot record"))
+                        .ok()
+                });
+                let observer = Recording(recorder);
+                let end = relay::relay(
+                    &mut ws,
+                    upstream,
+                    BytesMut::new(),
+                    None,
+                    &observer,
+                    &self.stop,
+                )
+                .await;
+                tracing::info!(end = %end, "relay ended");
+                match end {
+                    relay::End::ViewerLeft | relay::End::UpstreamClosed | relay::End::Stopped => {
+                        close_frame(CloseCode::Normal, "")
+                    }
+                    other => close_frame(CloseCode::Error, &other.to_string()),
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(target = ?destination, error = %e, "cannot connect to the target");
+                close_frame(CloseCode::Error, "cannot connect to the target")
+            }
+            Err(_) => {
+                tracing::warn!(target = ?destination, "timed out connecting to the target");
+                close_frame(CloseCode::Error, "timed out connecting to the target")
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(Some(frame))).await;
+        if self.args.run_once {
+            tracing::info!("exiting: --run-once");
+            self.stop.cancel();
+        }
+    }
+}
+
+/// An open connection, counted for `--timeout` and `--idle-timeout`.
+struct Active(Arc<Websockify>);
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        if self.0.active.fetch_sub(1, Ordering::SeqCst) == 1 {
+            *self.0.last_active.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        }
+    }
+}
+
+struct Recording(Option<Recorder>);
+
+impl Observer for Recording {
+    fn relayed(&self, direction: Direction, data: &[u8]) {
+        if let Some(recorder) = &self.0 {
+            recorder.frame(direction, data);
+        }
+    }
+}
+
+/// `token=` from a query string (websockify's TokenFile convention).
+fn token_from_query(query: &str) -> Option<String> {
+    query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("token="))
+        .map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_from_the_query() {
+        assert_eq!(token_from_query("token=vm1"), Some("vm1".into()));
+        assert_eq!(token_from_query("a=b&token=vm2&c"), Some("vm2".into()));
+        assert_eq!(token_from_query("tokens=x"), None);
+    }
+}

@@ -1,0 +1,568 @@
+//! Shared harness for the integration tests: a real QEMU VNC server, the real
+//! proxy binary, and an RFB client speaking over a WebSocket. Every process is
+//! killed when its handle drops; every wait polls a condition with a deadline.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures::{SinkExt, StreamExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream, UnixStream};
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::{HeaderValue, Response};
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{WebSocketStream, client_async};
+
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Polls `check` until it yields a value or the deadline passes.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A free TCP port on localhost (the OS picks; the tiny race is acceptable).
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A scratch directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("porthole-{name}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A QEMU VM with no disk (SeaBIOS paints its boot messages) and a VNC server.
+pub struct Qemu {
+    child: Child,
+    pub vnc: SocketAddr,
+    qmp: BufReader<UnixStream>,
+    _dir: TempDir,
+}
+
+impl Qemu {
+    pub async fn start(password: bool) -> Self {
+        let dir = TempDir::new("qemu");
+        let qmp_path = dir.path().join("qmp.sock");
+        // QEMU takes a display number; find one whose port is free.
+        let display = loop {
+            let port = free_port();
+            if port > 5900 {
+                break port - 5900;
+            }
+        };
+        let mut vnc_arg = format!("127.0.0.1:{display}");
+        if password {
+            vnc_arg.push_str(",password=on");
+        }
+        let log = dir.path().join("qemu.log");
+        let mut child = Command::new("qemu-system-x86_64")
+            .args(["-display", "none", "-nodefaults", "-vga", "std", "-m", "64"])
+            // KVM when it works, TCG otherwise.
+            .args(["-machine", "accel=kvm:tcg", "-vnc", &vnc_arg])
+            .arg("-qmp")
+            .arg(format!("unix:{},server,nowait", qmp_path.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("qemu-system-x86_64 runs");
+        let stream = eventually("QEMU's QMP socket", || {
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = std::fs::read_to_string(&log).unwrap_or_default();
+                panic!("QEMU exited ({status}):\n{log}");
+            }
+            let path = qmp_path.clone();
+            async move { UnixStream::connect(path).await.ok() }
+        })
+        .await;
+        let mut qemu = Self {
+            child,
+            vnc: SocketAddr::from(([127, 0, 0, 1], 5900 + display)),
+            qmp: BufReader::new(stream),
+            _dir: dir,
+        };
+        qemu.qmp_read_reply().await; // the greeting
+        qemu.qmp(r#"{"execute":"qmp_capabilities"}"#).await;
+        let vnc = qemu.vnc;
+        eventually("QEMU's VNC port", || async {
+            TcpStream::connect(vnc).await.ok()
+        })
+        .await;
+        qemu
+    }
+
+    /// Sends a QMP command and returns its reply, skipping events.
+    pub async fn qmp(&mut self, command: &str) -> String {
+        let stream = self.qmp.get_mut();
+        stream.write_all(command.as_bytes()).await.unwrap();
+        stream.write_all(b"\n").await.unwrap();
+        self.qmp_read_reply().await
+    }
+
+    async fn qmp_read_reply(&mut self) -> String {
+        loop {
+            let mut line = String::new();
+            let n = self.qmp.read_line(&mut line).await.unwrap();
+            assert!(n > 0, "QMP closed");
+            if !line.contains("\"event\"") {
+                assert!(!line.contains("\"error\""), "QMP error: {line}");
+                return line;
+            }
+        }
+    }
+
+    pub async fn set_vnc_password(&mut self, password: &str) {
+        let reply = self
+            .qmp(&format!(
+                r#"{{"execute":"set_password","arguments":{{"protocol":"vnc","password":"{password}"}}}}"#
+            ))
+            .await;
+        assert!(reply.contains("\"return\""), "set_password: {reply}");
+    }
+
+    /// How many VNC clients QEMU has now.
+    pub async fn vnc_clients(&mut self) -> usize {
+        let reply = self.qmp(r#"{"execute":"query-vnc"}"#).await;
+        reply.matches("\"websocket\"").count()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().unwrap()
+    }
+}
+
+/// A TCP listener that counts the connections it accepts, standing in for a
+/// VNC server that must never be dialled.
+pub struct CountingListener {
+    pub addr: SocketAddr,
+    pub accepted: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CountingListener {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((_stream, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        Self {
+            addr,
+            accepted,
+            task,
+        }
+    }
+
+    pub fn count(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for CountingListener {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The proxy binary in pod mode.
+pub struct Proxy {
+    child: Child,
+    pub addr: SocketAddr,
+    pub token: String,
+    dir: TempDir,
+}
+
+pub struct ProxyOptions<'a> {
+    pub upstream: String,
+    pub token: &'a str,
+    pub vnc_password: Option<&'a str>,
+    pub vm_name: &'a str,
+    pub extra_args: &'a [&'a str],
+}
+
+impl Proxy {
+    pub async fn start(options: ProxyOptions<'_>) -> Self {
+        let dir = TempDir::new("proxy");
+        let session_dir = dir.path().join("session");
+        std::fs::create_dir_all(&session_dir).unwrap();
+        std::fs::write(session_dir.join("token"), options.token).unwrap();
+        if let Some(password) = options.vnc_password {
+            std::fs::write(session_dir.join("vnc-password"), password).unwrap();
+        }
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let child = Command::new(env!("CARGO_BIN_EXE_porthole-proxy"))
+            .arg("session")
+            .arg("--termination-message-path")
+            .arg(dir.path().join("termination-log"))
+            .args(options.extra_args)
+            .env_clear()
+            .env("PORTHOLE_LISTEN", addr.to_string())
+            .env("PORTHOLE_UPSTREAM", &options.upstream)
+            .env("PORTHOLE_SESSION_DIR", &session_dir)
+            .env("PORTHOLE_SESSION_NAMESPACE", "tests")
+            .env("PORTHOLE_SESSION_NAME", "console")
+            .env("PORTHOLE_VM_NAME", options.vm_name)
+            .env("PORTHOLE_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the proxy binary runs");
+        let proxy = Self {
+            child,
+            addr,
+            token: options.token.to_string(),
+            dir,
+        };
+        eventually("the proxy to be ready", || async {
+            let (status, _) = http_get(addr, "/readyz").await.ok()?;
+            (status == 200).then_some(())
+        })
+        .await;
+        proxy
+    }
+
+    pub fn termination_message(&self) -> Option<String> {
+        std::fs::read_to_string(self.dir.path().join("termination-log")).ok()
+    }
+
+    /// Waits for the process to exit; returns its exit code and its logs.
+    pub async fn exited(&mut self) -> (Option<i32>, String) {
+        let status = tokio::time::timeout(DEADLINE, self.child.wait())
+            .await
+            .expect("the proxy exits")
+            .unwrap();
+        let mut logs = String::new();
+        if let Some(mut stderr) = self.child.stderr.take() {
+            stderr.read_to_string(&mut logs).await.unwrap();
+        }
+        (status.code(), logs)
+    }
+
+    pub fn sigterm(&self) {
+        let pid = self.child.id().expect("still running");
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    pub async fn metrics(&self) -> String {
+        let (status, body) = http_get(self.addr, "/metrics").await.unwrap();
+        assert_eq!(status, 200);
+        body
+    }
+
+    /// Opens the console WebSocket offering `protocols`.
+    pub async fn websocket(
+        &self,
+        protocols: Option<&str>,
+    ) -> Result<(WebSocketStream<TcpStream>, Response<Option<Vec<u8>>>), tungstenite::Error> {
+        websocket(self.addr, "/websockify", protocols).await
+    }
+
+    /// The protocols a browser with the right token offers.
+    pub fn good_protocols(&self) -> String {
+        format!("binary, bearer.porthole.dev.{}", self.token)
+    }
+}
+
+pub async fn websocket(
+    addr: SocketAddr,
+    path: &str,
+    protocols: Option<&str>,
+) -> Result<(WebSocketStream<TcpStream>, Response<Option<Vec<u8>>>), tungstenite::Error> {
+    let mut request = format!("ws://{addr}{path}").into_client_request().unwrap();
+    if let Some(protocols) = protocols {
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            HeaderValue::from_str(protocols).unwrap(),
+        );
+    }
+    let stream = TcpStream::connect(addr).await.unwrap();
+    client_async(request, stream).await
+}
+
+/// A one-shot HTTP/1.1 GET: status and body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(addr).await?;
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let status = response
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad response {response:?}")))?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// The browser's half of RFB over a WebSocket, just enough to see pixels.
+pub struct RfbClient<S> {
+    pub ws: WebSocketStream<S>,
+    buf: BytesMut,
+    pub width: u16,
+    pub height: u16,
+}
+
+impl<S> RfbClient<S>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    pub fn new(ws: WebSocketStream<S>) -> Self {
+        Self {
+            ws,
+            buf: BytesMut::new(),
+            width: 0,
+            height: 0,
+        }
+    }
+
+    pub async fn read_exact(&mut self, n: usize) -> Vec<u8> {
+        while self.buf.len() < n {
+            let message = tokio::time::timeout(DEADLINE, self.ws.next())
+                .await
+                .expect("a message in time")
+                .expect("the WebSocket stays open")
+                .expect("no WebSocket error");
+            match message {
+                Message::Binary(data) => self.buf.extend_from_slice(&data),
+                Message::Close(frame) => panic!("closed: {frame:?}"),
+                _ => {}
+            }
+        }
+        self.buf.split_to(n).to_vec()
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        self.ws
+            .send(Message::Binary(bytes.to_vec().into()))
+            .await
+            .unwrap();
+    }
+
+    /// The handshake as a browser sees it through the proxy: 3.8, only None.
+    pub async fn handshake_through_proxy(&mut self) {
+        assert_eq!(self.read_exact(12).await, b"RFB 003.008\n");
+        self.send(b"RFB 003.008\n").await;
+        assert_eq!(self.read_exact(2).await, [1, 1], "only None is offered");
+        self.send(&[1]).await;
+        assert_eq!(self.read_exact(4).await, [0, 0, 0, 0]);
+    }
+
+    /// ClientInit, ServerInit, then 32 bpp raw pixels.
+    pub async fn init(&mut self) {
+        self.send(&[1]).await;
+        let init = self.read_exact(24).await;
+        self.width = u16::from_be_bytes([init[0], init[1]]);
+        self.height = u16::from_be_bytes([init[2], init[3]]);
+        let name_len = u32::from_be_bytes(init[20..24].try_into().unwrap()) as usize;
+        self.read_exact(name_len).await;
+        self.send(&[
+            0, 0, 0, 0, 32, 24, 0, 1, 0, 255, 0, 255, 0, 255, 16, 8, 0, 0, 0, 0,
+        ])
+        .await;
+        self.send(&[2, 0, 0, 1, 0, 0, 0, 0]).await; // raw only
+    }
+
+    /// Asks for the whole screen until a FramebufferUpdate shows a non-black
+    /// pixel (the BIOS takes a moment to paint).
+    pub async fn wait_for_pixels(&mut self) {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            assert!(Instant::now() < deadline, "no non-zero pixels in time");
+            let [w, h] = [self.width.to_be_bytes(), self.height.to_be_bytes()];
+            self.send(&[3, 0, 0, 0, 0, 0, w[0], w[1], h[0], h[1]]).await;
+            if self.read_update().await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Reads server messages up to and including one FramebufferUpdate; says
+    /// whether it had a non-zero pixel.
+    async fn read_update(&mut self) -> bool {
+        loop {
+            let kind = self.read_exact(1).await[0];
+            match kind {
+                0 => {
+                    let header = self.read_exact(3).await;
+                    let rects = u16::from_be_bytes([header[1], header[2]]);
+                    let mut lit = false;
+                    for _ in 0..rects {
+                        let rect = self.read_exact(12).await;
+                        let w = u16::from_be_bytes([rect[4], rect[5]]) as usize;
+                        let h = u16::from_be_bytes([rect[6], rect[7]]) as usize;
+                        let encoding = i32::from_be_bytes(rect[8..12].try_into().unwrap());
+                        match encoding {
+                            0 => lit |= self.read_exact(w * h * 4).await.iter().any(|&b| b != 0),
+                            // DesktopSize or other pseudo-encodings carry no data.
+                            e if e < 0 => {}
+                            e => panic!("unexpected encoding {e}"),
+                        }
+                    }
+                    return lit;
+                }
+                2 => {} // Bell
+                3 => {
+                    let header = self.read_exact(7).await;
+                    let len = u32::from_be_bytes(header[3..7].try_into().unwrap());
+                    self.read_exact(len as usize).await;
+                }
+                other => panic!("unexpected server message {other}"),
+            }
+        }
+    }
+
+    /// Waits for the close frame and returns its reason.
+    pub async fn closed(&mut self) -> String {
+        loop {
+            let message = tokio::time::timeout(DEADLINE, self.ws.next())
+                .await
+                .expect("closed in time");
+            match message {
+                Some(Ok(Message::Close(frame))) => {
+                    return frame.map(|f| f.reason.to_string()).unwrap_or_default();
+                }
+                Some(Ok(_)) => {}
+                None | Some(Err(_)) => return String::new(),
+            }
+        }
+    }
+}
+
+/// A TCP server that echoes every byte back, counting connections.
+pub struct EchoServer {
+    pub addr: SocketAddr,
+    pub accepted: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl EchoServer {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let (mut read, mut write) = stream.split();
+                    let _ = tokio::io::copy(&mut read, &mut write).await;
+                });
+            }
+        });
+        Self {
+            addr,
+            accepted,
+            task,
+        }
+    }
+}
+
+impl Drop for EchoServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The proxy binary in standalone (websockify) mode.
+pub struct Websockify {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Websockify {
+    /// Starts `porthole-proxy ARGS... 127.0.0.1:PORT TARGETS...` and waits until
+    /// it accepts connections.
+    pub async fn start(args: &[&str], targets: &[&str]) -> Self {
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_porthole-proxy"))
+            .args(args)
+            .arg(addr.to_string())
+            .args(targets)
+            .env_clear()
+            .env("PORTHOLE_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the proxy binary runs");
+        eventually("the proxy to listen", || {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("the proxy exited early: {status}");
+            }
+            async move { TcpStream::connect(addr).await.ok() }
+        })
+        .await;
+        Self { child, addr }
+    }
+
+    /// Waits for the process to exit on its own.
+    pub async fn exited(&mut self) -> Option<i32> {
+        let status = tokio::time::timeout(DEADLINE, self.child.wait())
+            .await
+            .expect("the proxy exits")
+            .unwrap();
+        status.code()
+    }
+}
