@@ -31,9 +31,30 @@ pub mod env {
     /// with [`EndReason::Expired`](super::EndReason::Expired) then, and the page
     /// counts down to it.
     pub const EXPIRES_AT: &str = "PORTHOLE_EXPIRES_AT";
+    /// End the session as [`EndReason::NeverConnected`](super::EndReason::NeverConnected)
+    /// when no viewer has connected this long after the proxy started
+    /// (a [`duration`](crate::duration) such as `5m`). Unset: wait until expiry.
+    pub const CONNECT_TIMEOUT: &str = "PORTHOLE_CONNECT_TIMEOUT";
+    /// End the session as [`EndReason::Idle`](super::EndReason::Idle) after this
+    /// long without user input (KeyEvent or PointerEvent); framebuffer traffic does
+    /// not count. Unset: never.
+    pub const IDLE_TIMEOUT: &str = "PORTHOLE_IDLE_TIMEOUT";
+    /// `true`: the first viewer's disconnect ends the session as
+    /// [`EndReason::Completed`](super::EndReason::Completed); nobody else gets in.
+    pub const RUN_ONCE: &str = "PORTHOLE_RUN_ONCE";
+    /// [`VIEWERS_EXCLUSIVE`](super::VIEWERS_EXCLUSIVE) (default) or
+    /// [`VIEWERS_SHARED`](super::VIEWERS_SHARED).
+    pub const VIEWERS: &str = "PORTHOLE_VIEWERS";
+    /// `true`: viewers' key and pointer events are dropped, never reaching the VM.
+    pub const VIEW_ONLY: &str = "PORTHOLE_VIEW_ONLY";
     /// Log filter (tracing `EnvFilter` syntax).
     pub const LOG: &str = "PORTHOLE_LOG";
 }
+
+/// One viewer at a time: a second one is refused with a clear message.
+pub const VIEWERS_EXCLUSIVE: &str = "exclusive";
+/// Any number of viewers share the console.
+pub const VIEWERS_SHARED: &str = "shared";
 
 /// Where the session Secret is mounted in the proxy pod.
 pub const SESSION_SECRET_MOUNT: &str = "/var/run/porthole/session";
