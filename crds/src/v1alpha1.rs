@@ -42,6 +42,45 @@ pub struct ConsoleSessionSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "crate::duration::schema")]
     pub timeout: Option<String>,
+    /// End the session (phase Expired, reason NeverConnected) when nobody has
+    /// opened the console this long after it became ready, like websockify's
+    /// `--timeout`. Unset: wait until `timeout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::duration::schema")]
+    pub connect_timeout: Option<String>,
+    /// End the session (phase Expired, reason Idle) after this long without user
+    /// input (keys, pointer). Screen updates do not count as activity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::duration::schema")]
+    pub idle_timeout: Option<String>,
+    /// One viewer, once: the first viewer's disconnect ends the session
+    /// (phase Completed), like websockify's `--run-once`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_once: Option<bool>,
+    /// Who may watch, and whether they may type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub viewers: Option<Viewers>,
+}
+
+/// Viewer policy of a session.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Viewers {
+    /// `exclusive` (default): one viewer at a time, a second is refused with a
+    /// clear message. `shared`: any number of viewers at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<ViewerPolicy>,
+    /// Viewers see the screen, but their keys and clicks never reach the VM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub view_only: Option<bool>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum ViewerPolicy {
+    #[default]
+    Exclusive,
+    Shared,
 }
 
 /// Identifies a VM on its Hypervisor. A session can only name a VM, never a host:

@@ -13,6 +13,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use porthole_api::contract::{self, env, labels, secret_keys};
+use porthole_api::v1alpha1::ViewerPolicy;
 
 /// Everything the builders need, resolved and validated by the reconciler.
 #[derive(Clone, Debug, PartialEq)]
@@ -34,6 +35,13 @@ pub struct SessionPlan {
     pub vnc_password: Option<String>,
     /// The session's hard deadline.
     pub expires_at: k8s_openapi::jiff::Timestamp,
+    /// Lifetime and viewer settings, passed through to the proxy as they are
+    /// (already validated by the CRD schema).
+    pub connect_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub run_once: bool,
+    pub viewers: ViewerPolicy,
+    pub view_only: bool,
 }
 
 /// The unprivileged user the proxy runs as (the conventional "nonroot" id).
@@ -108,20 +116,36 @@ impl SessionPlan {
                 ("memory".to_string(), Quantity(memory.to_string())),
             ])
         };
+        let mut env_vars = vec![
+            env_var(env::LISTEN, &format!("0.0.0.0:{}", contract::PROXY_PORT)),
+            env_var(env::UPSTREAM, &self.upstream),
+            env_var(env::SESSION_DIR, contract::SESSION_SECRET_MOUNT),
+            env_var(env::SESSION_NAMESPACE, &self.namespace),
+            env_var(env::SESSION_NAME, &self.session_name),
+            env_var(env::VM_NAME, &self.vm_name),
+            env_var(env::EXPIRES_AT, &self.expires_at.to_string()),
+            env_var(
+                env::VIEWERS,
+                match self.viewers {
+                    ViewerPolicy::Exclusive => contract::VIEWERS_EXCLUSIVE,
+                    ViewerPolicy::Shared => contract::VIEWERS_SHARED,
+                },
+            ),
+            env_var(env::RUN_ONCE, &self.run_once.to_string()),
+            env_var(env::VIEW_ONLY, &self.view_only.to_string()),
+        ];
+        if let Some(timeout) = &self.connect_timeout {
+            env_vars.push(env_var(env::CONNECT_TIMEOUT, timeout));
+        }
+        if let Some(timeout) = &self.idle_timeout {
+            env_vars.push(env_var(env::IDLE_TIMEOUT, timeout));
+        }
         let container = Container {
             name: "proxy".to_string(),
             image: Some(self.proxy_image.clone()),
             image_pull_policy: Some(self.proxy_image_pull_policy.clone()),
             args: Some(vec!["session".to_string()]),
-            env: Some(vec![
-                env_var(env::LISTEN, &format!("0.0.0.0:{}", contract::PROXY_PORT)),
-                env_var(env::UPSTREAM, &self.upstream),
-                env_var(env::SESSION_DIR, contract::SESSION_SECRET_MOUNT),
-                env_var(env::SESSION_NAMESPACE, &self.namespace),
-                env_var(env::SESSION_NAME, &self.session_name),
-                env_var(env::VM_NAME, &self.vm_name),
-                env_var(env::EXPIRES_AT, &self.expires_at.to_string()),
-            ]),
+            env: Some(env_vars),
             ports: Some(vec![ContainerPort {
                 name: Some("http".to_string()),
                 container_port: i32::from(contract::PROXY_PORT),
@@ -252,6 +276,11 @@ mod tests {
             token: "tok".into(),
             vnc_password: Some("pw".into()),
             expires_at: "2026-01-01T01:00:00Z".parse().unwrap(),
+            connect_timeout: Some("5m".into()),
+            idle_timeout: None,
+            run_once: true,
+            viewers: ViewerPolicy::Shared,
+            view_only: false,
         }
     }
 
@@ -303,6 +332,24 @@ mod tests {
         assert_eq!(upstream.value.as_deref(), Some("10.0.0.5:5910"));
         assert!(env.iter().all(|e| e.value.as_deref() != Some("tok")));
         assert!(env.iter().all(|e| e.value.as_deref() != Some("pw")));
+    }
+
+    #[test]
+    fn lifetime_settings_reach_the_proxy() {
+        let env = plan().pod().spec.unwrap().containers.remove(0).env.unwrap();
+        let get = |name: &str| {
+            env.iter()
+                .find(|e| e.name == name)
+                .and_then(|e| e.value.clone())
+        };
+        assert_eq!(get(env::CONNECT_TIMEOUT).as_deref(), Some("5m"));
+        assert_eq!(get(env::IDLE_TIMEOUT), None);
+        assert_eq!(get(env::RUN_ONCE).as_deref(), Some("true"));
+        assert_eq!(get(env::VIEWERS).as_deref(), Some(contract::VIEWERS_SHARED));
+        assert_eq!(
+            get(env::EXPIRES_AT).as_deref(),
+            Some("2026-01-01T01:00:00Z")
+        );
     }
 
     #[test]

@@ -101,6 +101,7 @@ pub fn plan(
             ));
         }
     };
+    let viewers = session.spec.viewers.clone().unwrap_or_default();
     let token = observed
         .session_secret
         .as_ref()
@@ -122,6 +123,11 @@ pub fn plan(
         token,
         vnc_password,
         expires_at,
+        connect_timeout: session.spec.connect_timeout.clone(),
+        idle_timeout: session.spec.idle_timeout.clone(),
+        run_once: session.spec.run_once.unwrap_or(false),
+        viewers: viewers.policy.unwrap_or_default(),
+        view_only: viewers.view_only.unwrap_or(false),
     })
 }
 
@@ -222,6 +228,10 @@ mod tests {
                 hypervisor: "hv1".into(),
                 vm: VmRef { port },
                 timeout: None,
+                connect_timeout: None,
+                idle_timeout: None,
+                run_once: None,
+                viewers: None,
             },
         );
         s.metadata.namespace = Some("team-a".into());
