@@ -46,7 +46,7 @@ lint: ## rustfmt and clippy with warnings as errors.
 
 .PHONY: unit
 unit: ## Unit and integration tests of the crates (no cluster).
-	cargo test --workspace --exclude porthole-e2e
+	cargo test --no-fail-fast --workspace --exclude porthole-e2e
 
 .PHONY: images
 images: ## Build the porthole/operator and porthole/proxy OCI images (FROM scratch, static).
@@ -75,7 +75,7 @@ install: ## Install porthole into the test cluster with Helm.
 
 .PHONY: e2e
 e2e: images cluster-up install ## End-to-end tests on the local test cluster.
-	KUBECONFIG=$(KUBECONFIG) cargo test -p porthole-e2e -- --test-threads=4
+	KUBECONFIG=$(KUBECONFIG) cargo test --no-fail-fast -p porthole-e2e -- --test-threads=4
 
 .PHONY: test
 test: deps lint check-crds unit e2e ## Everything CI runs.

@@ -11,7 +11,7 @@ for c in node-agent kube-controller-manager kube-apiserver etcd; do
   rm -f "$STATE/pids/$c"
 done
 if command -v podman >/dev/null; then
-  ids=$(podman --runtime runc --cgroup-manager=cgroupfs ps -aq --filter label=porthole.dev/node-agent 2>/dev/null)
+  ids=$(podman --runtime runc --cgroup-manager=cgroupfs ps -aq --filter label=io.porthole.node 2>/dev/null)
   [[ -n $ids ]] && podman --runtime runc --cgroup-manager=cgroupfs rm -f -t 0 $ids >/dev/null 2>&1
 fi
 for addr in $(ip -o -4 addr show dev lo | awk '{print $4}' | grep -E '^10\.(96|200)\.'); do

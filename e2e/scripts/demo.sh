@@ -16,7 +16,7 @@ trap cleanup EXIT
 
 log "starting a QEMU VM with its console on $NODE_IP:5910"
 qemu-system-x86_64 -nodefaults -no-user-config -display none -vga std -m 64 \
-  -accel kvm:tcg -vnc "$NODE_IP:10" &
+  -machine accel=kvm:tcg -vnc "$NODE_IP:10" &
 vm_pid=$!
 
 log "creating the Hypervisor and the ConsoleSession (examples/)"

@@ -45,11 +45,6 @@ impl Vm {
         let display = port.checked_sub(5900).context("VNC ports start at 5900")?;
         let dir = TempDir::new()?;
         let qmp_path = dir.0.join("qmp.sock");
-        let accel = if std::path::Path::new("/dev/kvm").exists() {
-            "kvm:tcg"
-        } else {
-            "tcg"
-        };
         let child = Command::new("qemu-system-x86_64")
             .args([
                 "-nodefaults",
@@ -61,7 +56,8 @@ impl Vm {
                 "-m",
                 "64",
             ])
-            .args(["-accel", accel])
+            // KVM when the machine offers it, else software emulation.
+            .args(["-machine", "accel=kvm:tcg"])
             .arg("-vnc")
             .arg(format!("{host}:{display}"))
             .arg("-qmp")
