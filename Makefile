@@ -3,6 +3,9 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 export PATH := $(HOME)/.cargo/bin:/usr/local/go/bin:$(PATH)
 
+# Cargo's output lives in the cache so a warm machine (or a fresh clone on it)
+# reuses the dependency builds.
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/porthole/target
 MUSL := x86_64-unknown-linux-musl
 # ring compiles C for the static images with musl-tools' compiler.
 export CC_x86_64_unknown_linux_musl := musl-gcc
@@ -52,7 +55,7 @@ unit: ## Unit and integration tests of the crates (no cluster).
 images: ## Build the porthole/operator and porthole/proxy OCI images (FROM scratch, static).
 	cargo build --release --target $(MUSL) -p porthole-operator -p porthole-proxy
 	@for c in operator proxy; do \
-	  ctx=$$(mktemp -d) && cp target/$(MUSL)/release/porthole-$$c $$c/Containerfile $$ctx/ && \
+	  ctx=$$(mktemp -d) && cp $(CARGO_TARGET_DIR)/$(MUSL)/release/porthole-$$c $$c/Containerfile $$ctx/ && \
 	  $(PODMAN) build -q -t localhost/porthole/$$c:$(IMAGE_TAG) -f $$ctx/Containerfile $$ctx >/dev/null && rm -rf $$ctx && \
 	  echo "porthole/$$c:$(IMAGE_TAG) $$($(PODMAN) image inspect localhost/porthole/$$c:$(IMAGE_TAG) --format '{{.Size}}' | numfmt --to=iec)"; \
 	done

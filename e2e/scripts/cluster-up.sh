@@ -20,7 +20,8 @@ fi
 
 "$here/build-controlplane.sh" etcd
 "$here/build-controlplane.sh" k8s
-[[ -x $ROOT/target/debug/porthole-node-agent ]] || (cd "$ROOT" && cargo build -q -p porthole-node-agent)
+agent=${CARGO_TARGET_DIR:-$ROOT/target}/debug/porthole-node-agent
+[[ -x $agent ]] || (cd "$ROOT" && cargo build -q -p porthole-node-agent)
 "$here/certs.sh"
 mkdir -p "$STATE/pids" "$STATE/logs"
 write_kubeconfig "$KUBECONFIG_PATH" admin
@@ -68,7 +69,7 @@ start kube-controller-manager "$K8S_BIN/kube-controller-manager" \
   --leader-elect=false --bind-address=127.0.0.1 --secure-port=10257
 
 log "starting the porthole node agent"
-start node-agent "$ROOT/target/debug/porthole-node-agent" --kubeconfig "$KUBECONFIG_PATH" \
+start node-agent "$agent" --kubeconfig "$KUBECONFIG_PATH" \
   --node-name porthole-node --node-ip "$NODE_IP" --state-dir "$STATE/node" --log-dir "$STATE/logs/pods"
 
 wait_for 60 "the default ServiceAccount" kubectl -n default get serviceaccount default
