@@ -21,21 +21,26 @@ help: ## List the targets.
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 .PHONY: deps
-deps: ## Install what the build and tests need (apt, rust target); idempotent.
+deps: ## Install what the build and tests need (apt, rust target, noVNC from npm); idempotent.
 	@e2e/scripts/deps.sh
+	@proxy/web/vendor.sh
+
+.PHONY: web
+web: ## Vendor noVNC from the npm registry for the proxy's console page.
+	@proxy/web/vendor.sh
 
 .PHONY: build
-build: ## Build every crate (debug).
+build: web ## Build every crate (debug).
 	cargo build --workspace --all-targets
 
 .PHONY: crds
-crds: ## Regenerate the CRD YAML from the Rust types.
+crds: web ## Regenerate the CRD YAML from the Rust types.
 	cargo run -q -p porthole-api --bin crdgen consolesession > crds/consolesession.yaml
 	cargo run -q -p porthole-api --bin crdgen hypervisor > crds/hypervisor.yaml
 	cp crds/consolesession.yaml crds/hypervisor.yaml charts/porthole/crds/
 
 .PHONY: check-crds
-check-crds: ## Fail when the committed CRD YAML is stale.
+check-crds: web ## Fail when the committed CRD YAML is stale.
 	@for crd in consolesession hypervisor; do \
 	  cargo run -q -p porthole-api --bin crdgen $$crd | diff -u crds/$$crd.yaml - >/dev/null && \
 	  diff -u crds/$$crd.yaml charts/porthole/crds/$$crd.yaml >/dev/null || \
@@ -43,16 +48,16 @@ check-crds: ## Fail when the committed CRD YAML is stale.
 	@echo "CRDs are up to date"
 
 .PHONY: lint
-lint: ## rustfmt and clippy with warnings as errors.
+lint: web ## rustfmt and clippy with warnings as errors.
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
 .PHONY: unit
-unit: ## Unit and integration tests of the crates (no cluster).
+unit: web ## Unit and integration tests of the crates (no cluster).
 	cargo test --no-fail-fast --workspace --exclude porthole-e2e
 
 .PHONY: images
-images: ## Build the porthole/operator and porthole/proxy OCI images (FROM scratch, static).
+images: web ## Build the porthole/operator and porthole/proxy OCI images (FROM scratch, static).
 	cargo build --release --target $(MUSL) -p porthole-operator -p porthole-proxy
 	@for c in operator proxy; do \
 	  ctx=$$(mktemp -d) && cp $(CARGO_TARGET_DIR)/$(MUSL)/release/porthole-$$c $$c/Containerfile $$ctx/ && \
@@ -61,7 +66,7 @@ images: ## Build the porthole/operator and porthole/proxy OCI images (FROM scrat
 	done
 
 .PHONY: cluster-up
-cluster-up: ## Start the local test cluster (kubeconfig: .e2e/kubeconfig).
+cluster-up: web ## Start the local test cluster (kubeconfig: .e2e/kubeconfig).
 	cargo build -q -p porthole-node-agent
 	e2e/scripts/cluster-up.sh
 

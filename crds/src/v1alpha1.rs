@@ -60,6 +60,11 @@ pub struct ConsoleSessionSpec {
     /// Who may watch, and whether they may type.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub viewers: Option<Viewers>,
+    /// Delete the ConsoleSession this many seconds after it ended, like a Job's
+    /// field of the same name. Unset: it stays, with its final phase and reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 31536000))]
+    pub ttl_seconds_after_finished: Option<i32>,
 }
 
 /// Viewer policy of a session.
@@ -141,6 +146,9 @@ pub struct ConsoleSessionStatus {
     /// When the session ends at the latest: creation time plus its timeout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<Time>,
+    /// When the session reached its final phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<Time>,
     /// The generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

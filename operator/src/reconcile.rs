@@ -56,12 +56,9 @@ pub async fn reconcile(session: Arc<ConsoleSession>, ctx: Arc<Context>) -> Resul
     let children = Children::new(&ctx, &ns, &child_name(&session.name_any()));
     let previous = session.status.as_ref();
 
-    if previous
-        .and_then(|s| s.phase)
-        .is_some_and(SessionPhase::is_final)
-    {
+    if let Some(ended) = previous.filter(|s| s.phase.is_some_and(SessionPhase::is_final)) {
         children.delete_all().await?;
-        return Ok(Action::await_change());
+        return expire_after_ttl(&session, &ctx, ended.ended_at.as_ref()).await;
     }
 
     let existing_pod = children.pods.get_opt(&children.name).await?;
@@ -120,6 +117,32 @@ pub async fn reconcile(session: Arc<ConsoleSession>, ctx: Arc<Context>) -> Resul
     // restarted operator computes the same one.
     let until_expiry = now.duration_until(plan.expires_at).unsigned_abs();
     Ok(Action::requeue(until_expiry.min(Duration::from_secs(300))))
+}
+
+/// Deletes a finished session once `ttlSecondsAfterFinished` has passed since it
+/// ended, like a Job; until then, wakes up when it is due.
+async fn expire_after_ttl(
+    session: &ConsoleSession,
+    ctx: &Context,
+    ended_at: Option<&Time>,
+) -> Result<Action> {
+    let (Some(ttl), Some(ended_at)) = (session.spec.ttl_seconds_after_finished, ended_at) else {
+        return Ok(Action::await_change());
+    };
+    let due = ended_at.0 + k8s_openapi::jiff::SignedDuration::from_secs(i64::from(ttl));
+    let now = Timestamp::now();
+    if now < due {
+        return Ok(Action::requeue(now.duration_until(due).unsigned_abs()));
+    }
+    let api: Api<ConsoleSession> =
+        Api::namespaced(ctx.client.clone(), &session.namespace().unwrap_or_default());
+    info!(session = %session.name_any(), ttl, "deleting the finished session (ttlSecondsAfterFinished)");
+    ignore_not_found(
+        api.delete(&session.name_any(), &DeleteParams::background())
+            .await
+            .map(drop),
+    )?;
+    Ok(Action::await_change())
 }
 
 /// The session's Pod, Service and Secret, which share one name.

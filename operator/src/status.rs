@@ -94,6 +94,11 @@ impl Verdict {
         ConsoleSessionStatus {
             phase: Some(self.phase),
             url: self.url.clone(),
+            ended_at: self.phase.is_final().then(|| {
+                previous
+                    .and_then(|p| p.ended_at.clone())
+                    .unwrap_or_else(|| Time(k8s_openapi::jiff::Timestamp::now()))
+            }),
             expires_at: self
                 .expires_at
                 .clone()
@@ -288,6 +293,14 @@ mod tests {
             .to_status(Some(&first), Some(1));
         assert_eq!(ended.conditions[0].status, "False");
         assert_eq!(ended.url, None);
+        assert!(first.ended_at.is_none(), "a running session has not ended");
+        let ended_at = ended
+            .ended_at
+            .clone()
+            .expect("a final phase records when it ended");
+        let again = Verdict::new(SessionPhase::Completed, Reason::Completed, "done")
+            .to_status(Some(&ended), Some(1));
+        assert_eq!(again.ended_at, Some(ended_at), "the end time never moves");
     }
 
     #[test]

@@ -232,6 +232,7 @@ mod tests {
                 idle_timeout: None,
                 run_once: None,
                 viewers: None,
+                ttl_seconds_after_finished: None,
             },
         );
         s.metadata.namespace = Some("team-a".into());

@@ -8,6 +8,7 @@ use porthole_api::contract::{self, EndReason};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{SessionArgs, SessionConfig};
+use crate::replay::{self, ReplayArgs};
 use crate::session;
 use crate::websockify::{Websockify, WebsockifyArgs};
 
@@ -29,7 +30,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve one console session in a proxy pod, configured from the environment.
-    Session(SessionArgs),
+    Session(Box<SessionArgs>),
+    /// Play a recording (`--record`) back to WebSocket viewers.
+    Replay(ReplayArgs),
 }
 
 /// Runs the command line and says how the process should exit.
@@ -53,6 +56,16 @@ pub fn main() -> ExitCode {
             init_logging(true, false);
             runtime.block_on(run_session(args))
         }
+        Some(Command::Replay(args)) => {
+            init_logging(false, false);
+            match runtime.block_on(replay::run(args, termination_signal())) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         None => {
             init_logging(false, cli.websockify.verbose);
             runtime.block_on(run_websockify(cli.websockify))
@@ -60,8 +73,8 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn run_session(args: SessionArgs) -> ExitCode {
-    let config = match SessionConfig::load(args) {
+async fn run_session(args: Box<SessionArgs>) -> ExitCode {
+    let config = match SessionConfig::load(*args) {
         Ok(config) => config,
         Err(e) => {
             tracing::error!(error = %e, "invalid configuration");
@@ -195,6 +208,23 @@ mod tests {
         let cli = Cli::try_parse_from(["porthole-proxy", "6080", "--", "vncserver", ":1"]).unwrap();
         assert_eq!(cli.websockify.wrap, ["vncserver", ":1"]);
         assert_eq!(cli.websockify.target, None);
+    }
+
+    #[test]
+    fn replay_subcommand() {
+        let cli = Cli::try_parse_from([
+            "porthole-proxy",
+            "replay",
+            "rec.1",
+            "--listen",
+            "0.0.0.0:7000",
+        ])
+        .unwrap();
+        let Some(Command::Replay(args)) = cli.command else {
+            panic!("not replay: {cli:?}");
+        };
+        assert_eq!(args.file, std::path::Path::new("rec.1"));
+        assert_eq!(args.listen.port(), 7000);
     }
 
     #[test]

@@ -6,9 +6,13 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use clap::ArgAction;
+use jiff::Timestamp;
 use porthole_api::contract::{self, env, secret_keys};
 
+use crate::admission::{UnknownPolicy, Viewers};
 use crate::auth::Token;
+use crate::lifetime::Limits;
 use crate::rfb::vnc_auth::VncPassword;
 
 /// Why pod mode cannot start.
@@ -24,8 +28,34 @@ pub enum Error {
     BadUpstream(String),
 }
 
+/// A value parser whose errors name `var`: in a pod, a bad value comes from
+/// the environment the operator set, and clap alone names only the flag.
+fn named<T: Clone + Send + Sync + 'static>(
+    var: &'static str,
+    parse: fn(&str) -> Result<T, String>,
+) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static {
+    move |text| parse(text).map_err(|e| format!("{var}: {e}"))
+}
+
 fn duration(text: &str) -> Result<Duration, String> {
     porthole_api::duration::parse(text).map_err(|e| e.to_string())
+}
+
+fn instant(text: &str) -> Result<Timestamp, String> {
+    text.parse::<Timestamp>()
+        .map_err(|e| format!("not an RFC 3339 instant such as 2030-01-01T12:00:00Z: {e}"))
+}
+
+fn boolean(text: &str) -> Result<bool, String> {
+    match text {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err("must be true or false".to_string()),
+    }
+}
+
+fn policy(text: &str) -> Result<Viewers, String> {
+    text.parse().map_err(|e: UnknownPolicy| e.to_string())
 }
 
 /// `porthole-proxy session`: serve one console session in a proxy pod.
@@ -64,18 +94,34 @@ pub struct SessionArgs {
     /// Largest WebSocket message (and frame) accepted from a browser, in bytes.
     #[arg(long, default_value_t = 1 << 20)]
     pub max_message_size: usize,
-    /// Relay no keyboard, pointer or clipboard input.
-    #[arg(long)]
-    pub view_only: bool,
-    /// End the session (`idle`) after this long without key or pointer input.
-    #[arg(long, value_parser = duration)]
-    pub idle_timeout: Option<Duration>,
-    /// End the session (`expired`) this long after start.
-    #[arg(long, value_parser = duration)]
-    pub lifetime: Option<Duration>,
+    /// The session's hard deadline (RFC 3339): it ends as `expired` then.
+    #[arg(long, env = env::EXPIRES_AT, value_name = "RFC3339", value_parser = named(env::EXPIRES_AT, instant))]
+    pub expires_at: Option<Timestamp>,
     /// End the session (`never-connected`) if no viewer connects this long after start.
-    #[arg(long, value_parser = duration)]
-    pub first_connect_timeout: Option<Duration>,
+    #[arg(long, env = env::CONNECT_TIMEOUT, value_name = "DURATION", value_parser = named(env::CONNECT_TIMEOUT, duration))]
+    pub connect_timeout: Option<Duration>,
+    /// End the session (`idle`) after this long without key or pointer input.
+    #[arg(long, env = env::IDLE_TIMEOUT, value_name = "DURATION", value_parser = named(env::IDLE_TIMEOUT, duration))]
+    pub idle_timeout: Option<Duration>,
+    /// Let one viewer in, ever; its leaving ends the session (`completed`).
+    #[arg(long, env = env::RUN_ONCE, action = ArgAction::SetTrue, value_parser = named(env::RUN_ONCE, boolean))]
+    pub run_once: bool,
+    /// `exclusive`: one viewer at a time; `shared`: any number.
+    #[arg(long, env = env::VIEWERS, value_name = "POLICY", default_value = contract::VIEWERS_EXCLUSIVE, value_parser = named(env::VIEWERS, policy))]
+    pub viewers: Viewers,
+    /// Relay no keyboard, pointer or clipboard input.
+    #[arg(long, env = env::VIEW_ONLY, action = ArgAction::SetTrue, value_parser = named(env::VIEW_ONLY, boolean))]
+    pub view_only: bool,
+}
+
+impl SessionArgs {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            expires_at: self.expires_at,
+            connect_timeout: self.connect_timeout,
+            idle_timeout: self.idle_timeout,
+        }
+    }
 }
 
 /// Everything pod mode runs on, loaded and checked.
@@ -192,6 +238,57 @@ mod tests {
         std::fs::write(dir.join("token"), "t").unwrap();
         let config = SessionConfig::load(args(&dir, "10.0.0.1:5900")).unwrap();
         assert_eq!(config.vnc_password, None);
+    }
+
+    fn parse(extra: &[&str]) -> Result<SessionArgs, String> {
+        let base = ["test", "--upstream", "h:5900"];
+        Cli::try_parse_from(base.iter().chain(extra))
+            .map(|cli| cli.args)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn lifetime_and_viewer_settings() {
+        let args = parse(&[
+            "--expires-at=2030-01-01T12:00:00Z",
+            "--connect-timeout=1m",
+            "--idle-timeout=90s",
+            "--run-once",
+            "--viewers=shared",
+            "--view-only",
+        ])
+        .unwrap();
+        assert_eq!(
+            args.limits(),
+            Limits {
+                expires_at: Some("2030-01-01T12:00:00Z".parse().unwrap()),
+                connect_timeout: Some(Duration::from_secs(60)),
+                idle_timeout: Some(Duration::from_secs(90)),
+            }
+        );
+        assert!(args.run_once && args.view_only);
+        assert_eq!(args.viewers, Viewers::Shared);
+
+        let defaults = parse(&[]).unwrap();
+        assert_eq!(defaults.limits(), Limits::default());
+        assert!(!defaults.run_once && !defaults.view_only);
+        assert_eq!(defaults.viewers, Viewers::Exclusive);
+    }
+
+    /// Boolean flags take no value on the command line; their variables are
+    /// checked end to end (`tests/pod_mode.rs`).
+    #[test]
+    fn bad_values_name_the_environment_variable() {
+        for (arg, var) in [
+            ("--expires-at=tomorrow", env::EXPIRES_AT),
+            ("--expires-at=2030-01-01T12:00:00", env::EXPIRES_AT),
+            ("--connect-timeout=5 minutes", env::CONNECT_TIMEOUT),
+            ("--idle-timeout=", env::IDLE_TIMEOUT),
+            ("--viewers=many", env::VIEWERS),
+        ] {
+            let error = parse(&[arg]).unwrap_err();
+            assert!(error.contains(var), "{arg}: {error}");
+        }
     }
 
     #[test]

@@ -7,14 +7,19 @@
 //! * Standalone mode ([`websockify`]): a drop-in for websockify.
 #![forbid(unsafe_code)]
 
+pub mod admission;
+pub mod assets;
 pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod console;
 pub mod http;
+pub mod lifetime;
 pub mod metrics;
 pub mod page;
+pub mod recording;
 pub mod relay;
+pub mod replay;
 pub mod rfb;
 pub mod server;
 pub mod session;

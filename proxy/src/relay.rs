@@ -103,8 +103,10 @@ where
             if up_read.read_buf(&mut buf).await? == 0 {
                 return Ok::<_, End>(End::UpstreamClosed);
             }
-            observer.relayed(Direction::Downstream, &buf);
-            ws_write.send(Message::Binary(buf.split().freeze())).await?;
+            let chunk = buf.split().freeze();
+            ws_write.send(Message::Binary(chunk.clone())).await?;
+            // After sending, so a recording holds what the viewer was given.
+            observer.relayed(Direction::Downstream, &chunk);
         }
     };
     tokio::select! {

@@ -8,7 +8,6 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,13 +26,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::admission::{Admission, Refused, Ticket};
 use crate::auth::{Offered, RateLimiter};
 use crate::config::SessionConfig;
 use crate::http::{self as web, Body, Socket, close_frame};
+use crate::lifetime::{Activity, Limits, Verdict};
 use crate::metrics::{self, AuthFailure, Direction, Metrics, ReasonLabels};
 use crate::relay::{self, End, Observer};
 use crate::rfb::client_messages::{self, Input, Parser};
-use crate::{console, page, server, termination};
+use crate::{assets, console, page, server, termination};
 
 /// Failed token checks allowed at once, and how fast they come back.
 const AUTH_BURST: u32 = 10;
@@ -78,9 +79,11 @@ pub struct Session {
     limiter: RateLimiter,
     page: Bytes,
     upstream: console::Upstream,
+    admission: Admission,
+    limits: Limits,
     started: Instant,
+    /// The last key or pointer event, or the last viewer's arrival.
     last_input: Mutex<Instant>,
-    ever_connected: AtomicBool,
     end: Mutex<Option<EndReason>>,
     stop: CancellationToken,
     tasks: TaskTracker,
@@ -96,13 +99,21 @@ impl Session {
             handshake_timeout: args.handshake_timeout,
         };
         Arc::new(Self {
-            page: page::render(&args.vm_name).into(),
+            page: page::Page {
+                vm_name: &args.vm_name,
+                expires_at: args.expires_at,
+                idle_timeout: args.idle_timeout,
+                view_only: args.view_only,
+            }
+            .render()
+            .into(),
             metrics: Metrics::new(),
             limiter: RateLimiter::new(AUTH_BURST, AUTH_REFILL),
             upstream,
+            admission: Admission::new(args.viewers, args.run_once),
+            limits: args.limits(),
             started: Instant::now(),
             last_input: Mutex::new(Instant::now()),
-            ever_connected: AtomicBool::new(false),
             end: Mutex::new(None),
             stop: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -169,34 +180,31 @@ impl Session {
         self.end_reason().unwrap_or(EndReason::Completed)
     }
 
-    /// Ends the session when a configured timeout runs out.
+    /// Ends the session when one of its limits runs out, sleeping until the
+    /// next deadline in between.
     async fn watchdog(self: Arc<Self>) {
-        let args = &self.config.args;
-        if args.idle_timeout.is_none()
-            && args.lifetime.is_none()
-            && args.first_connect_timeout.is_none()
-        {
-            return;
-        }
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                () = self.stop.cancelled() => return,
-            }
-            let now = Instant::now();
-            let since = |t: Instant| now.saturating_duration_since(t);
-            let last_input = *self.last_input.lock().unwrap_or_else(|e| e.into_inner());
-            if args.lifetime.is_some_and(|l| since(self.started) >= l) {
-                self.end(EndReason::Expired);
-            } else if args
-                .first_connect_timeout
-                .is_some_and(|t| since(self.started) >= t)
-                && !self.ever_connected.load(Ordering::Relaxed)
+            let activity = Activity {
+                started: self.started,
+                last_input: *self.last_input.lock().unwrap_or_else(|e| e.into_inner()),
+                ever_connected: self.admission.ever_admitted(),
+            };
+            let next = match self
+                .limits
+                .check(activity, Instant::now(), jiff::Timestamp::now())
             {
-                self.end(EndReason::NeverConnected);
-            } else if args.idle_timeout.is_some_and(|t| since(last_input) >= t) {
-                self.end(EndReason::Idle);
+                Verdict::End(reason) => return self.end(reason),
+                Verdict::CheckAt(next) => next,
+            };
+            let wait = async {
+                match next {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = wait => {}
+                () = self.stop.cancelled() => return,
             }
         }
     }
@@ -253,12 +261,20 @@ impl Session {
             (&Method::GET, "/metrics") => {
                 web::respond(StatusCode::OK, metrics::CONTENT_TYPE, self.metrics.encode())
             }
-            (&Method::GET | &Method::HEAD, _) if is_page => web::respond(
-                StatusCode::OK,
-                "text/html; charset=utf-8",
-                self.page.clone(),
-            ),
-            (&Method::GET | &Method::HEAD, _) => web::text(StatusCode::NOT_FOUND, "not found\n"),
+            (&Method::GET | &Method::HEAD, _) if is_page => {
+                let mut response = web::respond(
+                    StatusCode::OK,
+                    "text/html; charset=utf-8",
+                    self.page.clone(),
+                );
+                // Per session, and short-lived: never cached.
+                assets::secure(response.headers_mut(), "no-store");
+                response
+            }
+            (&Method::GET | &Method::HEAD, _) => match assets::find(path) {
+                Some(asset) => asset.respond(req.headers()),
+                None => web::text(StatusCode::NOT_FOUND, "not found\n"),
+            },
             _ => web::text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
         }
     }
@@ -301,25 +317,64 @@ impl Session {
                 "offer the \"binary\" subprotocol\n",
             );
         }
-        match web::accept(&mut req, Some(BINARY_SUBPROTOCOL)) {
-            Ok((response, on_upgrade)) => {
-                let viewer = self.clone().viewer(on_upgrade, permit);
-                self.tasks
-                    .spawn(viewer.instrument(tracing::info_span!("viewer", %peer)));
-                response
+        let (response, on_upgrade) = match web::accept(&mut req, Some(BINARY_SUBPROTOCOL)) {
+            Ok(accepted) => accepted,
+            Err(response) => return response,
+        };
+        // Refused viewers still get the WebSocket, so the page can show why
+        // in the close reason: a browser hides a failed upgrade's status.
+        let span = tracing::info_span!("viewer", %peer);
+        match self.admission.admit() {
+            Ok(ticket) => {
+                let viewer = self.clone().viewer(on_upgrade, permit, ticket);
+                self.tasks.spawn(viewer.instrument(span));
             }
-            Err(response) => response,
+            Err(refused) => {
+                tracing::info!(parent: &span, reason = %refused, "refused a viewer");
+                let refuse = self.clone().refuse(on_upgrade, refused);
+                self.tasks.spawn(refuse.instrument(span));
+            }
+        }
+        response
+    }
+
+    async fn refuse(self: Arc<Self>, on_upgrade: OnUpgrade, refused: Refused) {
+        self.count_ended(refused.label());
+        let config = web::websocket_config(self.config.args.max_message_size);
+        if let Ok(mut ws) = web::websocket(on_upgrade, config).await {
+            let frame = close_frame(CloseCode::Policy, &refused.to_string());
+            let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(Some(frame))).await;
         }
     }
 
-    async fn viewer(self: Arc<Self>, on_upgrade: OnUpgrade, _permit: Arc<OwnedSemaphorePermit>) {
+    fn count_ended(&self, reason: &'static str) {
+        self.metrics
+            .connections_ended
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    async fn viewer(
+        self: Arc<Self>,
+        on_upgrade: OnUpgrade,
+        _permit: Arc<OwnedSemaphorePermit>,
+        ticket: Ticket,
+    ) {
+        self.watch(on_upgrade).await;
+        drop(ticket);
+        if self.admission.run_once() {
+            // However it went, the one viewer has been and gone.
+            self.end(EndReason::Completed);
+        }
+    }
+
+    async fn watch(&self, on_upgrade: OnUpgrade) {
         let config = web::websocket_config(self.config.args.max_message_size);
         let mut ws = match web::websocket(on_upgrade, config).await {
             Ok(ws) => ws,
             Err(e) => return tracing::debug!(error = %e, "upgrade failed"),
         };
         self.metrics.viewers.inc();
-        self.ever_connected.store(true, Ordering::Relaxed);
         *self.last_input.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
         tracing::info!("viewer connected");
 
@@ -354,10 +409,7 @@ impl Session {
                 )
             }
         };
-        self.metrics
-            .connections_ended
-            .get_or_create(&ReasonLabels { reason: label })
-            .inc();
+        self.count_ended(label);
         self.metrics.viewers.dec();
         // A viewer that stopped reading must not hold up the end of the session.
         let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(Some(frame))).await;

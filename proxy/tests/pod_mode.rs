@@ -2,10 +2,19 @@
 
 mod support;
 
-use std::time::Duration;
+use std::process::Stdio;
+use std::time::{Duration, SystemTime};
 
-use support::{CountingListener, Proxy, ProxyOptions, Qemu, RfbClient, eventually, http_get};
-use tokio_tungstenite::tungstenite;
+use futures::StreamExt;
+use porthole_api::contract::{VIEWERS_SHARED, env};
+use support::{
+    CountingListener, HttpResponse, Proxy, ProxyOptions, Qemu, RfbClient, Tap, contains,
+    eventually, http_get, http_request,
+};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::{self, Message};
 
 const TOKEN: &str = "dG9rZW4tZm9yLXRlc3RzLW9ubHktMzItYnl0ZXMhIQ";
 
@@ -16,6 +25,7 @@ fn options(upstream: String) -> ProxyOptions<'static> {
         vnc_password: None,
         vm_name: "test-vm",
         extra_args: &[],
+        env: &[],
     }
 }
 
@@ -186,9 +196,45 @@ async fn health_and_page_are_served() {
         assert_eq!(status, 200);
         assert!(body.contains("web-01 &lt;prod&gt;"));
     }
+    let page = http_request(proxy.addr, "/").await.unwrap();
+    assert_eq!(page.header("cache-control"), Some("no-store"));
+    assert_page_headers(&page);
     assert_eq!(http_get(proxy.addr, "/nope").await.unwrap().0, 404);
     assert_eq!(http_get(proxy.addr, "/websockify").await.unwrap().0, 400);
     assert_eq!(upstream.count(), 0);
+}
+
+fn assert_page_headers(response: &HttpResponse) {
+    let csp = response.header("content-security-policy").unwrap();
+    assert!(csp.contains("default-src 'none'") && csp.contains("script-src 'self'"));
+    assert_eq!(response.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(response.header("referrer-policy"), Some("no-referrer"));
+}
+
+#[tokio::test]
+async fn every_embedded_file_is_served_with_its_type_under_any_prefix() {
+    let upstream = CountingListener::start().await;
+    let proxy = Proxy::start(options(upstream.addr.to_string())).await;
+    let page = http_get(proxy.addr, "/s/ns/console/").await.unwrap();
+    assert_eq!(page.0, 200, "the page under an ingress prefix");
+    for asset in porthole_proxy::assets::ASSETS {
+        for prefix in ["/", "/s/ns/console/"] {
+            let response = http_request(proxy.addr, &format!("{prefix}{}", asset.path))
+                .await
+                .unwrap();
+            assert_eq!(response.status, 200, "{prefix}{}", asset.path);
+            let expected = if asset.path.ends_with(".css") {
+                "text/css; charset=utf-8"
+            } else {
+                "text/javascript; charset=utf-8"
+            };
+            assert_eq!(response.header("content-type"), Some(expected));
+            assert_eq!(response.header("cache-control"), Some("no-cache"));
+            assert!(response.header("etag").is_some());
+            assert_page_headers(&response);
+            assert_eq!(response.body.as_bytes(), asset.body);
+        }
+    }
 }
 
 #[tokio::test]
@@ -258,14 +304,8 @@ async fn the_vnc_server_going_away_ends_the_session_as_upstream_closed() {
     );
 }
 
-#[tokio::test]
-async fn an_idle_session_ends_as_idle() {
-    let qemu = Qemu::start(false).await;
-    let mut proxy = Proxy::start(ProxyOptions {
-        extra_args: &["--idle-timeout", "2s"],
-        ..options(qemu.vnc.to_string())
-    })
-    .await;
+/// A viewer through the handshake and ServerInit.
+async fn viewer(proxy: &Proxy) -> RfbClient<TcpStream> {
     let (ws, _) = proxy
         .websocket(Some(&proxy.good_protocols()))
         .await
@@ -273,9 +313,330 @@ async fn an_idle_session_ends_as_idle() {
     let mut rfb = RfbClient::new(ws);
     rfb.handshake_through_proxy().await;
     rfb.init().await;
-    let started = std::time::Instant::now();
-    assert_eq!(rfb.closed().await, "idle");
+    rfb
+}
+
+/// The first thing an opened console WebSocket says: the RFB greeting for an
+/// admitted viewer, the close reason for a refused one.
+#[derive(Debug, PartialEq, Eq)]
+enum Greeting {
+    Rfb,
+    Refused(String),
+}
+
+async fn greeting(ws: &mut WebSocketStream<TcpStream>) -> Greeting {
+    let message = tokio::time::timeout(support::DEADLINE, ws.next())
+        .await
+        .expect("a first message in time")
+        .expect("a message")
+        .expect("no error");
+    match message {
+        Message::Binary(data) if &data[..] == b"RFB 003.008\n" => Greeting::Rfb,
+        Message::Close(Some(frame)) => {
+            assert_eq!(
+                frame.code,
+                tungstenite::protocol::frame::coding::CloseCode::Policy
+            );
+            Greeting::Refused(frame.reason.to_string())
+        }
+        other => panic!("unexpected first message {other:?}"),
+    }
+}
+
+const OCCUPIED: &str = "another viewer is connected";
+const ALREADY_USED: &str = "the session was for one viewer, who has already connected";
+
+/// Keeps a viewer busy for `period`: a full-screen update request every
+/// 200 ms (so framebuffer traffic flows) and, with `input`, a pointer move.
+/// Returns the close reason if the session ended meanwhile, and how many
+/// bytes the VM sent.
+async fn busy(
+    rfb: &mut RfbClient<TcpStream>,
+    period: Duration,
+    input: bool,
+) -> (Option<String>, usize) {
+    let end = Instant::now() + period;
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let mut received = 0;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if Instant::now() >= end {
+                    return (None, received);
+                }
+                if input {
+                    rfb.send(&[5, 0, 0, 20, 0, 20]).await;
+                }
+                rfb.request_update().await;
+            }
+            message = rfb.ws.next() => match message {
+                Some(Ok(Message::Binary(data))) => received += data.len(),
+                Some(Ok(Message::Close(frame))) => {
+                    return (Some(frame.map(|f| f.reason.to_string()).unwrap_or_default()), received);
+                }
+                Some(Ok(_)) => {}
+                None | Some(Err(_)) => return (Some(String::new()), received),
+            },
+        }
+    }
+}
+
+#[tokio::test]
+async fn expires_at_ends_the_session_at_that_instant() {
+    let qemu = Qemu::start(false).await;
+    // A whole second, so "on the second" is easy to check; counted from now,
+    // before the proxy starts, so its start-up time cannot stretch it.
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap();
+    let expires = Duration::from_secs(now.as_secs() + 3);
+    let expires_at = jiff::Timestamp::from_second(expires.as_secs() as i64)
+        .unwrap()
+        .to_string();
+    let mut proxy = Proxy::start(ProxyOptions {
+        env: &[(env::EXPIRES_AT, &expires_at)],
+        ..options(qemu.vnc.to_string())
+    })
+    .await;
+    let mut rfb = viewer(&proxy).await;
+    assert_eq!(rfb.closed().await, "expired");
+    let ended = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap();
+    assert!(ended >= expires, "ended {:?} early", expires - ended);
+    assert!(
+        ended < expires + Duration::from_secs(1),
+        "ended {:?} late",
+        ended - expires
+    );
+    assert_eq!(proxy.exited().await.0, Some(0));
+    assert_eq!(proxy.termination_message().as_deref(), Some("expired"));
+}
+
+#[tokio::test]
+async fn nobody_connecting_in_time_ends_the_session_as_never_connected() {
+    let upstream = CountingListener::start().await;
+    let started = Instant::now();
+    let mut proxy = Proxy::start(ProxyOptions {
+        env: &[(env::CONNECT_TIMEOUT, "1s")],
+        ..options(upstream.addr.to_string())
+    })
+    .await;
+    assert_eq!(proxy.exited().await.0, Some(0));
     assert!(started.elapsed() >= Duration::from_secs(1));
+    assert_eq!(
+        proxy.termination_message().as_deref(),
+        Some("never-connected")
+    );
+}
+
+#[tokio::test]
+async fn a_viewer_connecting_in_time_keeps_the_session() {
+    let qemu = Qemu::start(false).await;
+    let mut proxy = Proxy::start(ProxyOptions {
+        env: &[(env::CONNECT_TIMEOUT, "1s")],
+        ..options(qemu.vnc.to_string())
+    })
+    .await;
+    let mut rfb = viewer(&proxy).await;
+    let (closed, _) = busy(&mut rfb, Duration::from_secs(2), true).await;
+    assert_eq!(closed, None, "the session outlived its connect timeout");
+    proxy.sigterm();
+    assert_eq!(rfb.closed().await, "completed");
     proxy.exited().await;
+}
+
+#[tokio::test]
+async fn idle_counts_input_but_not_framebuffer_traffic() {
+    let qemu = Qemu::start(false).await;
+    let mut proxy = Proxy::start(ProxyOptions {
+        env: &[(env::IDLE_TIMEOUT, "2s")],
+        ..options(qemu.vnc.to_string())
+    })
+    .await;
+    let mut rfb = viewer(&proxy).await;
+    // Input keeps it alive past the idle timeout...
+    let (closed, _) = busy(&mut rfb, Duration::from_secs(3), true).await;
+    assert_eq!(closed, None);
+    // ...screen updates alone do not.
+    let last_input = Instant::now();
+    let (closed, received) = busy(&mut rfb, support::DEADLINE, false).await;
+    assert_eq!(closed.as_deref(), Some("idle"));
+    let idle = last_input.elapsed();
+    assert!(received > 0, "framebuffer traffic flowed while idle");
+    assert!(
+        // Generous for loaded machines; without the idle timeout it would
+        // run until the deadline.
+        idle >= Duration::from_millis(1500) && idle < Duration::from_secs(4),
+        "idle after {idle:?}"
+    );
+    assert_eq!(proxy.exited().await.0, Some(0));
     assert_eq!(proxy.termination_message().as_deref(), Some("idle"));
+}
+
+#[tokio::test]
+async fn run_once_admits_one_of_two_racing_viewers_and_ends_when_it_leaves() {
+    let qemu = Qemu::start(false).await;
+    let tap = Tap::start(qemu.vnc).await;
+    let mut proxy = Proxy::start(ProxyOptions {
+        env: &[(env::RUN_ONCE, "true")],
+        ..options(tap.addr.to_string())
+    })
+    .await;
+    let protocols = proxy.good_protocols();
+    let (a, b) = tokio::join!(
+        proxy.websocket(Some(&protocols)),
+        proxy.websocket(Some(&protocols))
+    );
+    let (mut a, mut b) = (a.unwrap().0, b.unwrap().0);
+    let (first_a, first_b) = tokio::join!(greeting(&mut a), greeting(&mut b));
+    let refused = Greeting::Refused(ALREADY_USED.into());
+    let winner = match (first_a, first_b) {
+        (Greeting::Rfb, loser) => {
+            assert_eq!(loser, refused);
+            a
+        }
+        (loser, Greeting::Rfb) => {
+            assert_eq!(loser, refused);
+            b
+        }
+        other => panic!("nobody won: {other:?}"),
+    };
+    assert_eq!(tap.connections(), 1, "only the winner reached the VM");
+
+    // A latecomer is refused too, while the winner is still there.
+    let (mut late, _) = proxy.websocket(Some(&protocols)).await.unwrap();
+    assert_eq!(greeting(&mut late).await, refused);
+    assert_eq!(tap.connections(), 1);
+
+    drop(winner);
+    assert_eq!(proxy.exited().await.0, Some(0));
+    assert_eq!(proxy.termination_message().as_deref(), Some("completed"));
+}
+
+#[tokio::test]
+async fn an_exclusive_session_refuses_a_second_viewer_with_a_reason() {
+    let qemu = Qemu::start(false).await;
+    let tap = Tap::start(qemu.vnc).await;
+    let proxy = Proxy::start(options(tap.addr.to_string())).await;
+    let mut first = viewer(&proxy).await;
+    first.wait_for_pixels().await;
+
+    let (mut second, _) = proxy
+        .websocket(Some(&proxy.good_protocols()))
+        .await
+        .unwrap();
+    assert_eq!(
+        greeting(&mut second).await,
+        Greeting::Refused(OCCUPIED.into())
+    );
+    assert_eq!(
+        tap.connections(),
+        1,
+        "the refused viewer never reached the VM"
+    );
+
+    // Once the first leaves, the next gets in.
+    first.ws.close(None).await.unwrap();
+    let mut next = eventually("the first viewer's place to free up", || async {
+        let (mut ws, _) = proxy.websocket(Some(&proxy.good_protocols())).await.ok()?;
+        (greeting(&mut ws).await == Greeting::Rfb).then_some(ws)
+    })
+    .await;
+    next.close(None).await.unwrap();
+}
+
+#[tokio::test]
+async fn shared_viewers_each_see_the_vm_and_none_can_push_the_others_out() {
+    let mut qemu = Qemu::start(false).await;
+    let proxy = Proxy::start(ProxyOptions {
+        env: &[(env::VIEWERS, VIEWERS_SHARED)],
+        ..options(qemu.vnc.to_string())
+    })
+    .await;
+    let mut a = viewer(&proxy).await;
+    a.wait_for_pixels().await;
+    // B asks for the VM to itself (ClientInit shared-flag 0); the proxy asks
+    // for sharing anyway, so QEMU keeps A.
+    let (ws, _) = proxy
+        .websocket(Some(&proxy.good_protocols()))
+        .await
+        .unwrap();
+    let mut b = RfbClient::new(ws);
+    b.handshake_through_proxy().await;
+    b.init_with(0).await;
+    b.wait_for_pixels().await;
+    // QEMU may still list the harness's port probe for a moment.
+    let deadline = Instant::now() + support::DEADLINE;
+    while qemu.vnc_clients().await != 2 {
+        assert!(Instant::now() < deadline, "both viewers at QEMU");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    a.wait_for_pixels().await;
+}
+
+#[tokio::test]
+async fn view_only_input_never_reaches_the_vm() {
+    const KEY: [u8; 8] = [4, 1, 0, 0, 0, 0, 0xab, 0xcd];
+    const POINTER: [u8; 6] = [5, 1, 0x12, 0x34, 0x0a, 0xbc];
+    let qemu = Qemu::start(false).await;
+
+    for view_only in [true, false] {
+        let tap = Tap::start(qemu.vnc).await;
+        let proxy = Proxy::start(ProxyOptions {
+            env: &[(env::VIEW_ONLY, if view_only { "true" } else { "false" })],
+            ..options(tap.addr.to_string())
+        })
+        .await;
+        let mut rfb = viewer(&proxy).await;
+        rfb.send(&KEY).await;
+        rfb.send(&POINTER).await;
+        // An update answered means the messages before it were dealt with.
+        rfb.request_update().await;
+        rfb.read_update().await;
+        let sent = tap.sent();
+        assert!(contains(&sent, &[3, 0, 0, 0, 0, 0]), "updates pass");
+        assert_eq!(
+            contains(&sent, &KEY),
+            !view_only,
+            "key, view-only {view_only}"
+        );
+        assert_eq!(
+            contains(&sent, &POINTER),
+            !view_only,
+            "pointer, view-only {view_only}"
+        );
+        let counted = if view_only { None } else { Some(1.0) };
+        let metrics = proxy.metrics().await;
+        assert_eq!(
+            metric(&metrics, "porthole_proxy_input_events_total{kind=\"key\"}"),
+            counted
+        );
+    }
+}
+
+#[tokio::test]
+async fn invalid_settings_are_a_startup_error_naming_the_variable() {
+    for (var, value) in [
+        (env::EXPIRES_AT, "tomorrow"),
+        (env::CONNECT_TIMEOUT, "5 minutes"),
+        (env::IDLE_TIMEOUT, "soon"),
+        (env::RUN_ONCE, "yes"),
+        (env::VIEWERS, "everyone"),
+        (env::VIEW_ONLY, "1"),
+    ] {
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_porthole-proxy"))
+            .arg("session")
+            .env_clear()
+            .env(env::UPSTREAM, "127.0.0.1:1")
+            .env(var, value)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output()
+            .await
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{var}={value}: {stderr}");
+        assert!(stderr.contains(var), "{var}={value}: {stderr}");
+    }
 }

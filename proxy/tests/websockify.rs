@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use rustls::pki_types::ServerName;
-use support::{EchoServer, Qemu, RfbClient, TempDir, Websockify, http_get, websocket};
+use support::{EchoServer, Process, Qemu, RfbClient, TempDir, Websockify, http_get, websocket};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -65,6 +65,56 @@ async fn relays_raw_rfb_to_qemu_and_exits_after_one_connection() {
     assert!(recording.starts_with("var VNC_frame_data = [\n"));
     assert!(recording.contains("{RFB 003.008\\x0a'"));
     assert!(recording.ends_with("'EOF'];\n"));
+}
+
+#[tokio::test]
+async fn a_recorded_session_replays_the_same_server_bytes() {
+    let qemu = Qemu::start(false).await;
+    let dir = TempDir::new("replay");
+    let record = dir.path().join("session");
+    let mut proxy = Websockify::start(
+        &["--run-once", "--record", record.to_str().unwrap()],
+        &[&qemu.vnc.to_string()],
+    )
+    .await;
+    let (ws, _) = websocket(proxy.addr, "/websockify", Some("binary"))
+        .await
+        .unwrap();
+    let mut rfb = RfbClient::new(ws);
+    rfb.read_exact(12).await;
+    rfb.send(b"RFB 003.008\n").await;
+    let count = rfb.read_exact(1).await[0];
+    rfb.read_exact(count.into()).await;
+    rfb.send(&[1]).await;
+    rfb.read_exact(4).await;
+    rfb.init().await;
+    rfb.wait_for_pixels().await;
+    // Every request is answered: the VM has nothing more to say.
+    rfb.ws.close(None).await.unwrap();
+    rfb.closed().await;
+    assert_eq!(proxy.exited().await, Some(0));
+    let original = rfb.received;
+
+    let file = format!("{}.1", record.display());
+    let last = porthole_proxy::recording::read(std::path::Path::new(&file))
+        .unwrap()
+        .last()
+        .unwrap()
+        .at;
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], support::free_port()));
+    let mut replay = Process::spawn(&["replay", &file, "--listen", &addr.to_string()]);
+    replay.listening(addr).await;
+    let started = std::time::Instant::now();
+    let (ws, _) = websocket(addr, "/", Some("binary")).await.unwrap();
+    let mut viewer = RfbClient::new(ws);
+    assert_eq!(viewer.closed().await, "end of recording");
+    assert!(
+        started.elapsed() + Duration::from_millis(50) >= last,
+        "played in {:?}, recorded over {last:?}",
+        started.elapsed()
+    );
+    assert!(original.len() > 1000);
+    assert!(viewer.received == original, "replayed bytes differ");
 }
 
 #[tokio::test]
@@ -196,4 +246,73 @@ async fn token_file_picks_the_target() {
             .is_err()
     );
     assert_eq!(echo.accepted.load(Ordering::SeqCst), 1);
+}
+
+/// socat echoing on the port the proxy gives it; `fork` serves many
+/// connections, without it socat exits after the first.
+fn echo_command(fork: bool) -> Vec<&'static str> {
+    let listen = if fork {
+        "TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork"
+    } else {
+        "TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr"
+    };
+    vec!["--", "/usr/bin/socat", listen, "EXEC:/bin/cat"]
+}
+
+/// Opens a WebSocket that echoes, retrying while the wrapped command starts.
+async fn echoing(addr: std::net::SocketAddr) -> WebSocketStream<TcpStream> {
+    support::eventually("the wrapped command to answer", || async {
+        let (mut ws, _) = websocket(addr, "/", Some("binary")).await.ok()?;
+        ws.send(Message::Binary(b"ping"[..].into())).await.ok()?;
+        match tokio::time::timeout(support::DEADLINE, ws.next()).await {
+            Ok(Some(Ok(Message::Binary(data)))) if &data[..] == b"ping" => Some(ws),
+            _ => None,
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_wrapped_command_is_relayed_to_on_the_port_it_was_given() {
+    let command = echo_command(true);
+    let proxy = Websockify::start(&["--wrap-mode=ignore"], &command).await;
+    let mut ws = echoing(proxy.addr).await;
+    echo_once(&mut ws).await;
+}
+
+#[tokio::test]
+async fn wrap_mode_exit_stops_the_proxy_with_the_command() {
+    let command = echo_command(false);
+    let mut proxy = Websockify::start(&["--wrap-mode=exit"], &command).await;
+    let mut ws = echoing(proxy.addr).await;
+    ws.close(None).await.unwrap();
+    assert_eq!(proxy.exited().await, Some(0));
+}
+
+#[tokio::test]
+async fn wrap_mode_respawn_starts_the_command_again() {
+    let command = echo_command(false);
+    let mut proxy = Websockify::start(&["--wrap-mode=respawn"], &command).await;
+    for _ in 0..2 {
+        let mut ws = echoing(proxy.addr).await;
+        ws.close(None).await.unwrap();
+    }
+    assert!(proxy.child.try_wait().unwrap().is_none(), "still running");
+}
+
+#[tokio::test]
+async fn wrap_mode_ignore_keeps_the_proxy_without_the_command() {
+    let command = echo_command(false);
+    let mut proxy = Websockify::start(&["--wrap-mode=ignore"], &command).await;
+    let mut ws = echoing(proxy.addr).await;
+    ws.close(None).await.unwrap();
+    // The command is gone for good: connections now fail, the proxy stays.
+    let reason = support::eventually("the target to be gone", || async {
+        let (ws, _) = websocket(proxy.addr, "/", Some("binary")).await.ok()?;
+        let reason = RfbClient::new(ws).closed().await;
+        reason.contains("cannot connect").then_some(reason)
+    })
+    .await;
+    assert_eq!(reason, "cannot connect to the target");
+    assert!(proxy.child.try_wait().unwrap().is_none(), "still running");
 }

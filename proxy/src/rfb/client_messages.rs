@@ -10,6 +10,9 @@ use bytes::{Buf, BytesMut};
 /// The default bound on ClientCutText: enough for any sane paste.
 pub const DEFAULT_MAX_CUT_TEXT: usize = 1 << 20;
 
+/// ClientInit's shared-flag: keep other clients connected.
+const SHARED: u8 = 1;
+
 /// A message the browser sent that the proxy cannot or will not relay.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Error {
@@ -164,6 +167,15 @@ impl Parser {
             match kind {
                 Kind::KeyEvent | Kind::QemuKeyEvent => counted.keys += 1,
                 Kind::PointerEvent => counted.pointer += 1,
+                // Always ask to share the VNC server: a viewer asking for it
+                // alone would disconnect every other client (other viewers in
+                // a shared session, an administrator's own client). Who may
+                // watch is the proxy's decision, not the viewer's.
+                Kind::ClientInit => {
+                    input.advance(len);
+                    output.extend_from_slice(&[SHARED]);
+                    continue;
+                }
                 _ => {}
             }
             output.extend_from_slice(&input.split_to(len));
@@ -276,6 +288,15 @@ mod tests {
         ]
         .concat();
         assert_eq!(&output[..], &expected[..]);
+    }
+
+    #[test]
+    fn client_init_always_asks_to_share() {
+        let mut parser = Parser::new(false, DEFAULT_MAX_CUT_TEXT);
+        let mut input = BytesMut::from(&[&[0], UPDATE_REQUEST].concat()[..]);
+        let mut output = BytesMut::new();
+        parser.feed(&mut input, &mut output).unwrap();
+        assert_eq!(&output[..], [&[SHARED][..], UPDATE_REQUEST].concat());
     }
 
     #[test]

@@ -6,8 +6,8 @@
 //! when a certificate is present, static files with `--web`.
 
 pub mod files;
-pub mod record;
 pub mod target;
+pub mod wrap;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -33,11 +33,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use self::record::Recorder;
 use self::target::{Destination, Io};
 use crate::auth::Offered;
 use crate::http::{self as web, Body, close_frame};
 use crate::metrics::Direction;
+use crate::recording::Recorder;
 use crate::relay::{self, Observer};
 use crate::{server, tls};
 
@@ -59,10 +59,8 @@ pub enum Error {
     MissingCaFile,
     #[error("only the TokenFile token plugin is supported, not {0:?}")]
     UnsupportedTokenPlugin(String),
-    #[error(
-        "wrapping a command needs websockify's LD_PRELOAD rebind.so, which porthole-proxy does not ship"
-    )]
-    WrapUnsupported,
+    #[error(transparent)]
+    Wrap(#[from] wrap::Error),
     #[error(transparent)]
     Tls(#[from] tls::Error),
     #[error("cannot listen on {addr}: {source}")]
@@ -93,7 +91,8 @@ pub struct WebsockifyArgs {
     /// Where to relay to: `target_addr:target_port`.
     #[arg(value_name = "TARGET_ADDR:TARGET_PORT")]
     pub target: Option<String>,
-    /// A command to run and relay to (needs websockify's rebind.so: unsupported).
+    /// A command to run and relay to; `{port}` in it (and $PORTHOLE_WRAP_PORT)
+    /// is the localhost port it must listen on.
     #[arg(last = true, value_name = "WRAP_COMMAND_LINE")]
     pub wrap: Vec<String>,
     /// Log more.
@@ -175,6 +174,7 @@ pub struct Websockify {
     targets: Targets,
     tls: Option<TlsAcceptor>,
     target_tls: Option<Arc<ClientConfig>>,
+    wrapped: Option<wrap::Wrapped>,
     started: Instant,
     active: AtomicUsize,
     last_active: Mutex<Instant>,
@@ -186,22 +186,32 @@ pub struct Websockify {
 impl Websockify {
     /// Checks the arguments and loads TLS material.
     pub fn new(args: WebsockifyArgs) -> Result<Arc<Self>, Error> {
-        if !args.wrap.is_empty() {
-            return Err(Error::WrapUnsupported);
-        }
+        let wrapped = if args.wrap.is_empty() {
+            None
+        } else if args.target.is_some() {
+            return Err(wrap::Error::TargetAndCommand.into());
+        } else {
+            Some(wrap::Wrapped::new(&args.wrap)?)
+        };
         let listen = target::parse_source(args.source.as_deref().ok_or(Error::MissingSource)?)?;
         if let Some(plugin) = &args.token_plugin
             && !plugin.ends_with("TokenFile")
         {
             return Err(Error::UnsupportedTokenPlugin(plugin.clone()));
         }
-        let targets = match (&args.token_source, &args.unix_target, &args.target) {
-            (Some(source), _, _) => Targets::Tokens(source.clone()),
-            (None, Some(path), _) => Targets::Fixed(Destination::Unix(path.clone())),
-            (None, None, Some(addr)) => {
+        let targets = match (
+            &wrapped,
+            &args.token_source,
+            &args.unix_target,
+            &args.target,
+        ) {
+            (Some(wrapped), _, _, _) => Targets::Fixed(Destination::Tcp(wrapped.addr.to_string())),
+            (None, Some(source), _, _) => Targets::Tokens(source.clone()),
+            (None, None, Some(path), _) => Targets::Fixed(Destination::Unix(path.clone())),
+            (None, None, None, Some(addr)) => {
                 Targets::Fixed(Destination::Tcp(target::parse_target(addr)?))
             }
-            (None, None, None) => return Err(Error::MissingTarget),
+            (None, None, None, None) => return Err(Error::MissingTarget),
         };
         let tls = if args.cert.exists() {
             let key = args.key.as_deref().unwrap_or(&args.cert);
@@ -226,6 +236,7 @@ impl Websockify {
             targets,
             tls,
             target_tls,
+            wrapped,
             started: Instant::now(),
             active: AtomicUsize::new(0),
             last_active: Mutex::new(Instant::now()),
@@ -266,6 +277,10 @@ impl Websockify {
         };
         self.tasks.spawn(accept);
         self.tasks.spawn(self.clone().watch_timeouts());
+        if let Some(wrapped) = self.wrapped.clone() {
+            self.tasks
+                .spawn(wrapped.supervise(self.args.wrap_mode, self.stop.clone()));
+        }
         tokio::select! {
             () = shutdown => self.stop.cancel(),
             () = self.stop.cancelled() => {}

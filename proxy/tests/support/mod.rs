@@ -7,8 +7,8 @@ use std::future::Future;
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -225,6 +225,8 @@ pub struct ProxyOptions<'a> {
     pub vnc_password: Option<&'a str>,
     pub vm_name: &'a str,
     pub extra_args: &'a [&'a str],
+    /// More of the operator's environment (`contract::env`).
+    pub env: &'a [(&'a str, &'a str)],
 }
 
 impl Proxy {
@@ -250,6 +252,7 @@ impl Proxy {
             .env("PORTHOLE_SESSION_NAME", "console")
             .env("PORTHOLE_VM_NAME", options.vm_name)
             .env("PORTHOLE_LOG", "debug")
+            .envs(options.env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -334,6 +337,28 @@ pub async fn websocket(
 
 /// A one-shot HTTP/1.1 GET: status and body.
 pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let response = http_request(addr, path).await?;
+    Ok((response.status, response.body))
+}
+
+/// An HTTP response, header names lower-cased.
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A one-shot HTTP/1.1 GET.
+pub async fn http_request(addr: SocketAddr, path: &str) -> std::io::Result<HttpResponse> {
     let mut stream = TcpStream::connect(addr).await?;
     stream
         .write_all(
@@ -342,21 +367,31 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, Str
         .await?;
     let mut response = String::new();
     stream.read_to_string(&mut response).await?;
-    let status = response
-        .get(9..12)
+    let bad = || std::io::Error::other(format!("bad response {response:?}"));
+    let (head, body) = response.split_once("\r\n\r\n").ok_or_else(bad)?;
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|line| line.get(9..12))
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("bad response {response:?}")))?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((status, body))
+        .ok_or_else(bad)?;
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Ok(HttpResponse {
+        status,
+        headers,
+        body: body.to_string(),
+    })
 }
 
 /// The browser's half of RFB over a WebSocket, just enough to see pixels.
 pub struct RfbClient<S> {
     pub ws: WebSocketStream<S>,
     buf: BytesMut,
+    /// Every byte the server sent, in order.
+    pub received: Vec<u8>,
     pub width: u16,
     pub height: u16,
 }
@@ -369,6 +404,7 @@ where
         Self {
             ws,
             buf: BytesMut::new(),
+            received: Vec::new(),
             width: 0,
             height: 0,
         }
@@ -382,7 +418,10 @@ where
                 .expect("the WebSocket stays open")
                 .expect("no WebSocket error");
             match message {
-                Message::Binary(data) => self.buf.extend_from_slice(&data),
+                Message::Binary(data) => {
+                    self.received.extend_from_slice(&data);
+                    self.buf.extend_from_slice(&data);
+                }
                 Message::Close(frame) => panic!("closed: {frame:?}"),
                 _ => {}
             }
@@ -406,9 +445,14 @@ where
         assert_eq!(self.read_exact(4).await, [0, 0, 0, 0]);
     }
 
-    /// ClientInit, ServerInit, then 32 bpp raw pixels.
+    /// ClientInit (shared), ServerInit, then 32 bpp raw pixels.
     pub async fn init(&mut self) {
-        self.send(&[1]).await;
+        self.init_with(1).await;
+    }
+
+    /// As [`Self::init`], with the given ClientInit shared-flag.
+    pub async fn init_with(&mut self, shared: u8) {
+        self.send(&[shared]).await;
         let init = self.read_exact(24).await;
         self.width = u16::from_be_bytes([init[0], init[1]]);
         self.height = u16::from_be_bytes([init[2], init[3]]);
@@ -436,9 +480,15 @@ where
         }
     }
 
+    /// Asks for the whole screen.
+    pub async fn request_update(&mut self) {
+        let [w, h] = [self.width.to_be_bytes(), self.height.to_be_bytes()];
+        self.send(&[3, 0, 0, 0, 0, 0, w[0], w[1], h[0], h[1]]).await;
+    }
+
     /// Reads server messages up to and including one FramebufferUpdate; says
     /// whether it had a non-zero pixel.
-    async fn read_update(&mut self) -> bool {
+    pub async fn read_update(&mut self) -> bool {
         loop {
             let kind = self.read_exact(1).await[0];
             match kind {
@@ -481,6 +531,7 @@ where
                 Some(Ok(Message::Close(frame))) => {
                     return frame.map(|f| f.reason.to_string()).unwrap_or_default();
                 }
+                Some(Ok(Message::Binary(data))) => self.received.extend_from_slice(&data),
                 Some(Ok(_)) => {}
                 None | Some(Err(_)) => return String::new(),
             }
@@ -564,5 +615,117 @@ impl Websockify {
             .expect("the proxy exits")
             .unwrap();
         status.code()
+    }
+}
+
+/// A TCP relay in front of a server that keeps every byte its clients send,
+/// to check what reached the server.
+pub struct Tap {
+    pub addr: SocketAddr,
+    sent: Arc<Mutex<Vec<u8>>>,
+    accepted: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Tap {
+    pub async fn start(target: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (seen, count) = (sent.clone(), accepted.clone());
+        let task = tokio::spawn(async move {
+            let mut relays = tokio::task::JoinSet::new();
+            while let Ok((client, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let seen = seen.clone();
+                relays.spawn(async move {
+                    let Ok(server) = TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let (mut client_read, mut client_write) = client.into_split();
+                    let (mut server_read, mut server_write) = server.into_split();
+                    let up = async {
+                        let mut buf = vec![0; 64 * 1024];
+                        loop {
+                            let n = client_read.read(&mut buf).await.unwrap_or(0);
+                            if n == 0 {
+                                return;
+                            }
+                            seen.lock().unwrap().extend_from_slice(&buf[..n]);
+                            if server_write.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    };
+                    let down = tokio::io::copy(&mut server_read, &mut client_write);
+                    tokio::select! {
+                        () = up => {}
+                        _ = down => {}
+                    }
+                });
+            }
+        });
+        Self {
+            addr,
+            sent,
+            accepted,
+            task,
+        }
+    }
+
+    /// How many connections reached the server.
+    pub fn connections(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Everything the clients sent the server so far.
+    pub fn sent(&self) -> Vec<u8> {
+        self.sent.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Tap {
+    fn drop(&mut self) {
+        // Aborting the accept loop drops its JoinSet, which aborts the relays.
+        self.task.abort();
+    }
+}
+
+/// Whether `needle` occurs in `haystack`.
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// A `porthole-proxy` process with any arguments, killed on drop.
+pub struct Process {
+    pub child: Child,
+}
+
+impl Process {
+    pub fn spawn(args: &[&str]) -> Self {
+        let child = Command::new(env!("CARGO_BIN_EXE_porthole-proxy"))
+            .args(args)
+            .env_clear()
+            .env("PORTHOLE_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the proxy binary runs");
+        Self { child }
+    }
+
+    /// Waits until `addr` accepts connections.
+    pub async fn listening(&mut self, addr: SocketAddr) {
+        let child = &mut self.child;
+        eventually("the proxy to listen", || {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("the proxy exited early: {status}");
+            }
+            async move { TcpStream::connect(addr).await.ok() }
+        })
+        .await;
     }
 }

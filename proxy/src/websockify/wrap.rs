@@ -1,0 +1,118 @@
+//! Wrapping a command (`-- COMMAND...`, websockify's `--wrap-mode`).
+//!
+//! websockify preloads `rebind.so` into the command, which moves its `bind()`
+//! on the proxy's own port to a free one the proxy then relays to. A static
+//! binary cannot preload a library, so porthole-proxy *tells* the command
+//! where to listen instead: it picks a free localhost port, replaces `{port}`
+//! in the command's arguments with it and sets [`PORT_ENV`]. The command must
+//! therefore be told its port (`x11vnc -rfbport {port}`, `Xvnc -rfbport
+//! {port}`); a program that cannot be, websockify's rebind.so still suits.
+
+use std::net::{SocketAddr, TcpListener};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::Command;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::WrapMode;
+
+/// The environment variable holding the port the wrapped command must listen on.
+pub const PORT_ENV: &str = "PORTHOLE_WRAP_PORT";
+/// Replaced by that port in the command's arguments.
+pub const PORT_PLACEHOLDER: &str = "{port}";
+/// A command that dies sooner than this is respawned only after it, so a
+/// broken one does not spin.
+const RESPAWN_DELAY: Duration = Duration::from_secs(1);
+
+/// Why the command cannot be wrapped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot find a free port for the wrapped command: {0}")]
+    NoPort(std::io::Error),
+    #[error("wrapping a command and naming a target both say where to relay; give one")]
+    TargetAndCommand,
+}
+
+/// A command to run beside the proxy, and where it listens.
+#[derive(Debug, Clone)]
+pub struct Wrapped {
+    pub program: String,
+    pub args: Vec<String>,
+    /// Where the command listens, and the proxy relays to.
+    pub addr: SocketAddr,
+}
+
+impl Wrapped {
+    /// Picks a free port for `command_line` (program and arguments).
+    pub fn new(command_line: &[String]) -> Result<Self, Error> {
+        // The OS picks; the port is free again once the probe closes, and the
+        // command binds it moments later.
+        let addr = TcpListener::bind("127.0.0.1:0")
+            .and_then(|probe| probe.local_addr())
+            .map_err(Error::NoPort)?;
+        let port = addr.port().to_string();
+        let mut words = command_line
+            .iter()
+            .map(|word| word.replace(PORT_PLACEHOLDER, &port));
+        Ok(Self {
+            program: words.next().unwrap_or_default(),
+            args: words.collect(),
+            addr,
+        })
+    }
+
+    /// Runs the command until `stop`, following `mode` when it exits:
+    /// `exit` stops the proxy, `ignore` leaves it relaying to nothing,
+    /// `respawn` starts the command again.
+    pub async fn supervise(self, mode: WrapMode, stop: CancellationToken) {
+        loop {
+            let started = Instant::now();
+            let spawned = Command::new(&self.program)
+                .args(&self.args)
+                .env(PORT_ENV, self.addr.port().to_string())
+                .stdin(Stdio::null())
+                .kill_on_drop(true)
+                .spawn();
+            let mut child = match spawned {
+                Ok(child) => child,
+                Err(e) => {
+                    tracing::error!(program = %self.program, error = %e, "cannot start the wrapped command");
+                    return stop.cancel();
+                }
+            };
+            tracing::info!(program = %self.program, port = self.addr.port(), "started the wrapped command");
+            let status = tokio::select! {
+                status = child.wait() => status,
+                () = stop.cancelled() => return,
+            };
+            tracing::info!(status = ?status, ?mode, "the wrapped command exited");
+            match mode {
+                WrapMode::Exit => return stop.cancel(),
+                WrapMode::Ignore => return,
+                WrapMode::Respawn => {
+                    let again = started + RESPAWN_DELAY;
+                    tokio::select! {
+                        () = tokio::time::sleep_until(again) => {}
+                        () = stop.cancelled() => return,
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_port_is_substituted() {
+        let line = ["x11vnc", "-rfbport", "{port}", "-listen", "127.0.0.1"].map(String::from);
+        let wrapped = Wrapped::new(&line).unwrap();
+        assert_eq!(wrapped.program, "x11vnc");
+        assert_eq!(wrapped.args[1], wrapped.addr.port().to_string());
+        assert!(wrapped.addr.ip().is_loopback());
+    }
+}
