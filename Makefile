@@ -3,9 +3,9 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 export PATH := $(HOME)/.cargo/bin:/usr/local/go/bin:$(PATH)
 
-# Cargo's output lives in the cache so a warm machine (or a fresh clone on it)
-# reuses the dependency builds.
-export CARGO_TARGET_DIR ?= $(HOME)/.cache/porthole/target
+# Cargo's output stays in the work tree: sharing one target directory between
+# checkouts lets cargo take one tree's build for the other's.
+CARGO_TARGET_DIR ?= $(CURDIR)/target
 MUSL := x86_64-unknown-linux-musl
 # ring compiles C for the static images with musl-tools' compiler.
 export CC_x86_64_unknown_linux_musl := musl-gcc
