@@ -82,7 +82,9 @@ install: ## Install porthole into the test cluster with Helm.
 	  --set image.tag=$(IMAGE_TAG) --set proxyImage.tag=$(IMAGE_TAG)
 
 .PHONY: e2e
-e2e: images cluster-up install ## End-to-end tests on the local test cluster.
+e2e: images ## End-to-end tests on a fresh local test cluster.
+	e2e/scripts/cluster-down.sh
+	$(MAKE) cluster-up install
 	KUBECONFIG=$(KUBECONFIG) cargo test --no-fail-fast -p porthole-e2e -- --test-threads=4
 
 .PHONY: test

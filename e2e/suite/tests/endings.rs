@@ -1,0 +1,196 @@
+//! How sessions end, for real causes, on the test bed: the proxy's end reason
+//! travels through its termination message into the session's final phase.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use k8s_openapi::jiff::Timestamp;
+use kube::Api;
+use porthole_api::v1alpha1::{ConsoleSession, ConsoleSessionStatus, SessionPhase};
+use porthole_e2e::HYPERVISOR_HOST;
+use porthole_e2e::cluster::{TestNamespace, client, kubectl, unique_suffix};
+use porthole_e2e::rfb::{self, ConsoleUrl};
+use porthole_e2e::vm::Vm;
+
+struct Setup {
+    ns: TestNamespace,
+    hypervisor: String,
+    sessions: Api<ConsoleSession>,
+}
+
+impl Setup {
+    async fn new(prefix: &str) -> Result<Self> {
+        let client = client().await?;
+        let ns = TestNamespace::create(&client, prefix).await?;
+        let hypervisor = format!("{prefix}-{}", unique_suffix());
+        let manifest = format!(
+            "apiVersion: porthole.dev/v1alpha1\nkind: Hypervisor\nmetadata: {{name: {hypervisor}}}\n\
+             spec:\n  allowedNamespaces: {{}}\n  vnc: {{host: {HYPERVISOR_HOST}, ports: {{first: 5910, last: 5930}}}}\n"
+        );
+        kubectl(&["apply", "-f", "-"], Some(&manifest)).await?;
+        let sessions = Api::namespaced(client, &ns.name);
+        Ok(Setup {
+            ns,
+            hypervisor,
+            sessions,
+        })
+    }
+
+    /// Applies a session for the VM on `port` and waits until it is Ready.
+    async fn ready_session(
+        &self,
+        name: &str,
+        port: u16,
+        extra: &str,
+    ) -> Result<ConsoleSessionStatus> {
+        let manifest = format!(
+            "apiVersion: porthole.dev/v1alpha1\nkind: ConsoleSession\nmetadata: {{name: {name}, namespace: {}}}\n\
+             spec:\n  hypervisor: {}\n  vm: {{port: {port}}}\n{extra}",
+            self.ns.name, self.hypervisor
+        );
+        kubectl(&["apply", "-f", "-"], Some(&manifest)).await?;
+        self.wait_for(name, "condition=Ready").await?;
+        self.sessions.get(name).await?.status.context("status")
+    }
+
+    async fn wait_for(&self, name: &str, condition: &str) -> Result<()> {
+        let resource = format!("consolesession/{name}");
+        let condition = format!("--for={condition}");
+        kubectl(
+            &[
+                "-n",
+                &self.ns.name,
+                "wait",
+                &condition,
+                &resource,
+                "--timeout=90s",
+            ],
+            None,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Waits for the final phase and returns the final status.
+    async fn ended(&self, name: &str, phase: SessionPhase) -> Result<ConsoleSessionStatus> {
+        self.wait_for(name, &format!("jsonpath={{.status.phase}}={phase:?}"))
+            .await?;
+        self.sessions.get(name).await?.status.context("status")
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        let hypervisor = self.hypervisor.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(kubectl(
+                &["delete", "hypervisor", &hypervisor, "--wait=false"],
+                None,
+            ))
+            .ok()
+        })
+        .join();
+    }
+}
+
+/// Seconds from `from` to the session's recorded end.
+fn seconds_until_end(status: &ConsoleSessionStatus, from: Timestamp) -> f64 {
+    let ended = status
+        .ended_at
+        .as_ref()
+        .expect("a final status records its end")
+        .0;
+    from.duration_until(ended).as_secs_f64()
+}
+
+#[tokio::test]
+async fn nobody_connecting_ends_the_session_as_never_connected_on_time() -> Result<()> {
+    let setup = Setup::new("noshow").await?;
+    setup
+        .ready_session("noshow", 5914, "  connectTimeout: 6s\n")
+        .await?;
+    let ready_seen = Timestamp::now();
+    let status = setup.ended("noshow", SessionPhase::Expired).await?;
+    assert_eq!(
+        status.reason.as_deref(),
+        Some("NeverConnected"),
+        "{status:?}"
+    );
+    let elapsed = seconds_until_end(&status, ready_seen);
+    // The proxy counts from its start, shortly before Ready was seen.
+    assert!(
+        (3.0..=8.0).contains(&elapsed),
+        "ended {elapsed}s after Ready, expected about 6s"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_viewer_without_input_is_ended_as_idle_on_time() -> Result<()> {
+    let setup = Setup::new("idle").await?;
+    let _vm = Vm::start(HYPERVISOR_HOST, 5915).await?;
+    let status = setup
+        .ready_session("idle", 5915, "  idleTimeout: 5s\n")
+        .await?;
+    let url = ConsoleUrl::parse(status.url.as_deref().context("url")?)?;
+    let mut console = rfb::open(&url, Some(&url.token))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let init = console.handshake().await?;
+    let connected = Timestamp::now();
+    // Screen updates keep flowing while the viewer watches: they are not input.
+    console
+        .wait_for_nonzero_frame(&init, Duration::from_secs(30))
+        .await?;
+    let status = setup.ended("idle", SessionPhase::Expired).await?;
+    assert_eq!(status.reason.as_deref(), Some("Idle"), "{status:?}");
+    let elapsed = seconds_until_end(&status, connected);
+    assert!(
+        (4.0..=7.0).contains(&elapsed),
+        "ended {elapsed}s after connecting, expected about 5s"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn run_once_ends_as_completed_when_the_viewer_leaves() -> Result<()> {
+    let setup = Setup::new("once").await?;
+    let _vm = Vm::start(HYPERVISOR_HOST, 5916).await?;
+    let status = setup
+        .ready_session("once", 5916, "  runOnce: true\n")
+        .await?;
+    let url = ConsoleUrl::parse(status.url.as_deref().context("url")?)?;
+    let mut console = rfb::open(&url, Some(&url.token))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let init = console.handshake().await?;
+    console
+        .wait_for_nonzero_frame(&init, Duration::from_secs(30))
+        .await?;
+    console.close().await;
+    let status = setup.ended("once", SessionPhase::Completed).await?;
+    assert_eq!(status.reason.as_deref(), Some("Completed"), "{status:?}");
+    assert!(status.url.is_none(), "a finished session publishes no URL");
+    Ok(())
+}
+
+#[tokio::test]
+async fn ttl_seconds_after_finished_deletes_the_session() -> Result<()> {
+    let setup = Setup::new("ttl").await?;
+    setup
+        .ready_session("ttl", 5917, "  timeout: 8s\n  ttlSecondsAfterFinished: 3\n")
+        .await?;
+    let status = setup.ended("ttl", SessionPhase::Expired).await?;
+    let ended = status.ended_at.context("endedAt")?.0;
+    setup.wait_for("ttl", "delete").await?;
+    let deleted_after = ended.duration_until(Timestamp::now()).as_secs_f64();
+    assert!(
+        deleted_after >= 2.0,
+        "deleted {deleted_after}s after ending, before its TTL of 3s"
+    );
+    Ok(())
+}
