@@ -6,6 +6,7 @@ set -euo pipefail
 
 vm_pid=""
 cleanup() {
+  set +e # clean up as much as possible, whatever already went away
   log "cleaning up"
   kubectl delete -f "$ROOT/examples/vnc-session.yaml" --ignore-not-found --wait=false >/dev/null 2>&1 || true
   kubectl delete -f "$ROOT/examples/vnc-hypervisor.yaml" --ignore-not-found >/dev/null 2>&1 || true
