@@ -164,6 +164,33 @@ where
     }
 }
 
+/// Waits until a session's Pod, Service and Secret (all named `child`) are gone.
+pub async fn wait_until_children_gone(
+    client: &Client,
+    ns: &str,
+    child: &str,
+    timeout: Duration,
+) -> Result<()> {
+    use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    eventually(
+        timeout,
+        &format!("{ns}/{child}'s Pod, Service and Secret to be deleted"),
+        || {
+            let (pods, services, secrets) = (pods.clone(), services.clone(), secrets.clone());
+            async move {
+                let gone = pods.get_opt(child).await?.is_none()
+                    && services.get_opt(child).await?.is_none()
+                    && secrets.get_opt(child).await?.is_none();
+                Ok(gone.then_some(()))
+            }
+        },
+    )
+    .await
+}
+
 /// Deletes an object and ignores "not found".
 pub async fn delete_ignore_missing<K>(api: &Api<K>, name: &str) -> Result<()>
 where

@@ -106,6 +106,20 @@ pub async fn open(url: &ConsoleUrl, token: Option<&str>) -> Result<Console, Refu
     }
 }
 
+/// Opens the console at a session's `status.url` as its viewer would: the URL's
+/// own token, the handshake, and a first non-black frame.
+pub async fn open_viewer(status_url: &str) -> Result<Console> {
+    let url = ConsoleUrl::parse(status_url)?;
+    let mut console = open(&url, Some(&url.token))
+        .await
+        .map_err(|refused| anyhow::anyhow!("the console refused its own token: {refused:?}"))?;
+    let init = console.handshake().await?;
+    console
+        .wait_for_nonzero_frame(&init, Duration::from_secs(30))
+        .await?;
+    Ok(console)
+}
+
 /// What the server said about its framebuffer in ServerInit.
 #[derive(Debug, Clone)]
 pub struct ServerInit {

@@ -4,12 +4,12 @@
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use porthole_api::v1alpha1::{ConsoleSession, SessionPhase};
 use porthole_e2e::HYPERVISOR_HOST;
 use porthole_e2e::cluster::{
-    TestNamespace, client, eventually, kubectl, kubectl_output, unique_suffix,
+    TestNamespace, client, kubectl, kubectl_output, unique_suffix, wait_until_children_gone,
 };
 
 fn hypervisor(name: &str, allowed_namespaces: &str) -> String {
@@ -141,23 +141,7 @@ async fn the_hard_timeout_ends_the_session_on_time_and_removes_what_it_created()
     );
 
     let child = "console-short";
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
-    let services: Api<Service> = Api::namespaced(client.clone(), &ns.name);
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
-    eventually(
-        Duration::from_secs(30),
-        "the expired session's Pod, Service and Secret to go",
-        || {
-            let (pods, services, secrets) = (pods.clone(), services.clone(), secrets.clone());
-            async move {
-                let gone = pods.get_opt(child).await?.is_none()
-                    && services.get_opt(child).await?.is_none()
-                    && secrets.get_opt(child).await?.is_none();
-                Ok(gone.then_some(()))
-            }
-        },
-    )
-    .await?;
+    wait_until_children_gone(&client, &ns.name, child, Duration::from_secs(30)).await?;
     assert!(
         sessions.get_opt("short").await?.is_some(),
         "the session stays with its final phase"

@@ -9,7 +9,9 @@ use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use kube::Api;
 use porthole_api::v1alpha1::ConsoleSession;
 use porthole_e2e::HYPERVISOR_HOST;
-use porthole_e2e::cluster::{TestNamespace, client, eventually, kubectl, unique_suffix};
+use porthole_e2e::cluster::{
+    TestNamespace, client, eventually, kubectl, unique_suffix, wait_until_children_gone,
+};
 use porthole_e2e::rfb::{self, ConsoleUrl, Refused};
 use porthole_e2e::vm::Vm;
 
@@ -128,25 +130,7 @@ async fn console_session_opens_a_real_vm_and_is_cleaned_up_by_the_garbage_collec
         None,
     )
     .await?;
-    eventually(
-        Duration::from_secs(90),
-        "the garbage collector to remove the Pod, Service and Secret",
-        || {
-            let (pods, services, secrets, child) = (
-                pods.clone(),
-                services.clone(),
-                secrets.clone(),
-                child.clone(),
-            );
-            async move {
-                let gone = pods.get_opt(&child).await?.is_none()
-                    && services.get_opt(&child).await?.is_none()
-                    && secrets.get_opt(&child).await?.is_none();
-                Ok(gone.then_some(()))
-            }
-        },
-    )
-    .await?;
+    wait_until_children_gone(&client, &ns.name, &child, Duration::from_secs(90)).await?;
     kubectl(&["delete", "hypervisor", &hypervisor], None).await?;
     drop(vm);
     Ok(())
