@@ -1,11 +1,12 @@
 //! Wires the reconciler to watches: ConsoleSessions, the Pods and Services they
-//! own, and the Hypervisors they name. Secrets are not watched: the session
+//! own, their Services' EndpointSlices, and the Hypervisors they name. Secrets are not watched: the session
 //! Secret never changes, and not listing Secrets keeps the operator's RBAC small.
 
 use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::controller::Controller;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -30,6 +31,19 @@ pub async fn run_controller(client: Client, ctx: Arc<Context>) {
     controller
         .owns(Api::<Pod>::all(client.clone()), owned.clone())
         .owns(Api::<Service>::all(client.clone()), owned)
+        .watches(
+            // EndpointSlices carry their Service's labels, so the session's name.
+            Api::<EndpointSlice>::all(client.clone()),
+            watcher::Config::default().labels(&format!(
+                "{}={}",
+                labels::MANAGED_BY,
+                labels::OPERATOR_NAME
+            )),
+            |slice| {
+                let session = slice.labels().get(labels::SESSION)?.clone();
+                Some(ObjectRef::<ConsoleSession>::new(&session).within(&slice.namespace()?))
+            },
+        )
         .watches(
             Api::<Hypervisor>::all(client.clone()),
             watcher::Config::default(),

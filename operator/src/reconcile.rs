@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use base64::Engine;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
@@ -96,8 +98,12 @@ pub async fn reconcile(session: Arc<ConsoleSession>, ctx: Arc<Context>) -> Resul
     let cluster_ip = service
         .and_then(|s| s.spec?.cluster_ip)
         .filter(|ip| !ip.is_empty() && ip != "None");
+    // Ready means a viewer can connect now: the pod is ready *and* the Service
+    // routes to it, which happens only once its EndpointSlice lists it as ready.
+    let routed =
+        pod_is_ready(&pod) && service_has_ready_endpoint(&ctx, &ns, &children.name).await?;
     let mut verdict = match cluster_ip {
-        Some(ip) if pod_is_ready(&pod) => Verdict {
+        Some(ip) if routed => Verdict {
             url: Some(console_url(&ip, &plan.token)),
             ..Verdict::new(
                 SessionPhase::Ready,
@@ -145,12 +151,13 @@ async fn expire_after_ttl(
     Ok(Action::await_change())
 }
 
-/// The session's Pod, Service and Secret, which share one name.
+/// The session's Pod, Service, Secret and NetworkPolicy, which share one name.
 struct Children {
     name: String,
     pods: Api<Pod>,
     services: Api<Service>,
     secrets: Api<Secret>,
+    network_policies: Api<NetworkPolicy>,
 }
 
 impl Children {
@@ -160,15 +167,22 @@ impl Children {
             pods: Api::namespaced(ctx.client.clone(), ns),
             services: Api::namespaced(ctx.client.clone(), ns),
             secrets: Api::namespaced(ctx.client.clone(), ns),
+            network_policies: Api::namespaced(ctx.client.clone(), ns),
         }
     }
 
-    /// Deletes the Pod, Service and Secret; already gone is fine.
+    /// Deletes everything the session created; already gone is fine.
     async fn delete_all(&self) -> Result<()> {
         let dp = DeleteParams::background();
         ignore_not_found(self.pods.delete(&self.name, &dp).await.map(drop))?;
         ignore_not_found(self.services.delete(&self.name, &dp).await.map(drop))?;
         ignore_not_found(self.secrets.delete(&self.name, &dp).await.map(drop))?;
+        ignore_not_found(
+            self.network_policies
+                .delete(&self.name, &dp)
+                .await
+                .map(drop),
+        )?;
         Ok(())
     }
 }
@@ -236,6 +250,15 @@ async fn apply(
         .secrets
         .patch(&children.name, &params, &Patch::Apply(&plan.secret()))
         .await?;
+    // The policy goes first, so the pod never runs unconfined.
+    children
+        .network_policies
+        .patch(
+            &children.name,
+            &params,
+            &Patch::Apply(&plan.network_policy()),
+        )
+        .await?;
     let pod = match children.pods.get_opt(&children.name).await? {
         Some(pod) => pod,
         None => {
@@ -260,6 +283,25 @@ async fn apply(
         .patch(&children.name, &params, &Patch::Apply(&plan.service()))
         .await?;
     Ok(pod)
+}
+
+async fn service_has_ready_endpoint(ctx: &Context, ns: &str, service: &str) -> Result<bool> {
+    let slices: Api<EndpointSlice> = Api::namespaced(ctx.client.clone(), ns);
+    let selector = format!("kubernetes.io/service-name={service}");
+    let list = slices
+        .list(&kube::api::ListParams::default().labels(&selector))
+        .await?;
+    Ok(list
+        .items
+        .iter()
+        .flat_map(|slice| &slice.endpoints)
+        .any(|endpoint| {
+            endpoint
+                .conditions
+                .as_ref()
+                .and_then(|c| c.ready)
+                .unwrap_or(false)
+        }))
 }
 
 /// Records a final verdict, then removes everything the session created.

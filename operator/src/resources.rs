@@ -9,7 +9,12 @@ use k8s_openapi::api::core::v1::{
     PodSpec, Probe, ResourceRequirements, SeccompProfile, Secret, SecretVolumeSource,
     SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
+use k8s_openapi::api::networking::v1::{
+    IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
+    NetworkPolicyPort, NetworkPolicySpec,
+};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use porthole_api::contract::{self, env, labels, secret_keys};
@@ -25,6 +30,9 @@ pub struct SessionPlan {
     pub owner: OwnerReference,
     /// `host:port` of the VM console, taken from the Hypervisor, never from the session.
     pub upstream: String,
+    /// The hypervisor host and console port, for the NetworkPolicy.
+    pub upstream_host: String,
+    pub upstream_port: u16,
     /// Shown on the console page.
     pub vm_name: String,
     pub proxy_image: String,
@@ -238,6 +246,68 @@ impl SessionPlan {
     }
 }
 
+impl SessionPlan {
+    /// Lets the proxy pod receive viewers on its HTTP port and reach nothing but
+    /// its VM's console port (and DNS, when the hypervisor is named by host name).
+    pub fn network_policy(&self) -> NetworkPolicy {
+        let tcp = |port: u16| NetworkPolicyPort {
+            port: Some(IntOrString::Int(i32::from(port))),
+            protocol: Some("TCP".to_string()),
+            ..NetworkPolicyPort::default()
+        };
+        let mut egress = vec![match self.upstream_host.parse::<std::net::IpAddr>() {
+            Ok(ip) => NetworkPolicyEgressRule {
+                to: Some(vec![NetworkPolicyPeer {
+                    ip_block: Some(IPBlock {
+                        cidr: format!("{ip}/{}", if ip.is_ipv4() { 32 } else { 128 }),
+                        except: None,
+                    }),
+                    ..NetworkPolicyPeer::default()
+                }]),
+                ports: Some(vec![tcp(self.upstream_port)]),
+            },
+            // A host name can resolve anywhere: only the port can be pinned.
+            Err(_) => NetworkPolicyEgressRule {
+                to: None,
+                ports: Some(vec![tcp(self.upstream_port)]),
+            },
+        }];
+        if self.upstream_host.parse::<std::net::IpAddr>().is_err() {
+            egress.push(NetworkPolicyEgressRule {
+                to: None,
+                ports: Some(
+                    ["UDP", "TCP"]
+                        .into_iter()
+                        .map(|protocol| NetworkPolicyPort {
+                            port: Some(IntOrString::Int(53)),
+                            protocol: Some(protocol.to_string()),
+                            ..NetworkPolicyPort::default()
+                        })
+                        .collect(),
+                ),
+            });
+        }
+        NetworkPolicy {
+            metadata: self.metadata(),
+            spec: Some(NetworkPolicySpec {
+                pod_selector: Some(LabelSelector {
+                    match_labels: Some(BTreeMap::from([(
+                        labels::SESSION.to_string(),
+                        self.session_name.clone(),
+                    )])),
+                    ..LabelSelector::default()
+                }),
+                policy_types: Some(vec!["Ingress".to_string(), "Egress".to_string()]),
+                ingress: Some(vec![NetworkPolicyIngressRule {
+                    from: None,
+                    ports: Some(vec![tcp(contract::PROXY_PORT)]),
+                }]),
+                egress: Some(egress),
+            }),
+        }
+    }
+}
+
 /// The console URL: the Service address, with the access token in the fragment.
 pub fn console_url(cluster_ip: &str, token: &str) -> String {
     let host = if cluster_ip.contains(':') {
@@ -270,6 +340,8 @@ mod tests {
                 block_owner_deletion: Some(true),
             },
             upstream: "10.0.0.5:5910".into(),
+            upstream_host: "10.0.0.5".into(),
+            upstream_port: 5910,
             vm_name: "web (port 5910)".into(),
             proxy_image: "porthole/proxy:dev".into(),
             proxy_image_pull_policy: "IfNotPresent".into(),
@@ -357,6 +429,43 @@ mod tests {
         let spec = plan().service().spec.unwrap();
         assert_eq!(spec.selector.unwrap()[labels::SESSION], "web");
         assert_eq!(spec.ports.unwrap()[0].port, 80);
+    }
+
+    #[test]
+    fn network_policy_allows_only_the_vm_console() {
+        let spec = plan().network_policy().spec.unwrap();
+        assert_eq!(
+            spec.pod_selector.unwrap().match_labels.unwrap()[labels::SESSION],
+            "web"
+        );
+        let egress = spec.egress.unwrap();
+        assert_eq!(egress.len(), 1);
+        let peer = egress[0].to.as_ref().unwrap()[0].ip_block.as_ref().unwrap();
+        assert_eq!(peer.cidr, "10.0.0.5/32");
+        assert_eq!(
+            egress[0].ports.as_ref().unwrap()[0].port,
+            Some(IntOrString::Int(5910))
+        );
+        let ingress = spec.ingress.unwrap();
+        assert_eq!(
+            ingress[0].ports.as_ref().unwrap()[0].port,
+            Some(IntOrString::Int(8080))
+        );
+    }
+
+    #[test]
+    fn a_named_host_pins_the_port_and_allows_dns() {
+        let named = SessionPlan {
+            upstream_host: "hv.example".into(),
+            ..plan()
+        };
+        let egress = named.network_policy().spec.unwrap().egress.unwrap();
+        assert_eq!(egress.len(), 2);
+        assert!(egress[0].to.is_none());
+        assert_eq!(
+            egress[1].ports.as_ref().unwrap()[0].port,
+            Some(IntOrString::Int(53))
+        );
     }
 
     #[test]

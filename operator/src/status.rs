@@ -60,6 +60,9 @@ pub struct Verdict {
     pub url: Option<String>,
     /// The session's hard deadline, once known.
     pub expires_at: Option<Time>,
+    /// When a final verdict happened, if known better than "now" (the proxy's
+    /// exit time, rather than when the operator noticed it).
+    pub ended_at: Option<Time>,
 }
 
 impl Verdict {
@@ -70,6 +73,7 @@ impl Verdict {
             message: message.into(),
             url: None,
             expires_at: None,
+            ended_at: None,
         }
     }
 
@@ -97,6 +101,7 @@ impl Verdict {
             ended_at: self.phase.is_final().then(|| {
                 previous
                     .and_then(|p| p.ended_at.clone())
+                    .or_else(|| self.ended_at.clone())
                     .unwrap_or_else(|| Time(k8s_openapi::jiff::Timestamp::now()))
             }),
             expires_at: self
@@ -133,7 +138,7 @@ pub fn pod_outcome(pod: &Pod) -> Option<Verdict> {
         .find_map(|c| c.state.as_ref()?.terminated.as_ref());
     let message = terminated.and_then(|t| t.message.as_deref()).unwrap_or("");
     let exit_code = terminated.map(|t| t.exit_code);
-    Some(match message.lines().next().map(str::parse::<EndReason>) {
+    let mut verdict = match message.lines().next().map(str::parse::<EndReason>) {
         Some(Ok(reason)) => verdict_for(&reason),
         _ => Verdict::new(
             SessionPhase::Failed,
@@ -145,7 +150,9 @@ pub fn pod_outcome(pod: &Pod) -> Option<Verdict> {
                 None => "the console proxy stopped without an end reason".to_string(),
             },
         ),
-    })
+    };
+    verdict.ended_at = terminated.and_then(|t| t.finished_at.clone());
+    Some(verdict)
 }
 
 /// Maps the proxy's end reason onto the session's final phase.
@@ -268,6 +275,23 @@ mod tests {
         ))
         .unwrap();
         assert!(verdict.message.contains("connection refused"));
+    }
+
+    #[test]
+    fn the_session_ends_when_the_proxy_exited() {
+        let mut pod = finished_pod("Succeeded", Some("idle"), 0);
+        let finished = Time("2026-01-01T00:00:05Z".parse().unwrap());
+        let status = pod.status.as_mut().unwrap();
+        status.container_statuses.as_mut().unwrap()[0]
+            .state
+            .as_mut()
+            .unwrap()
+            .terminated
+            .as_mut()
+            .unwrap()
+            .finished_at = Some(finished.clone());
+        let verdict = pod_outcome(&pod).unwrap();
+        assert_eq!(verdict.to_status(None, None).ended_at, Some(finished));
     }
 
     #[test]

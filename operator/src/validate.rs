@@ -117,6 +117,8 @@ pub fn plan(
             .controller_owner_ref(&())
             .expect("a ConsoleSession read from the API has a name and uid"),
         upstream: host_port(&vnc.host, port),
+        upstream_host: vnc.host.clone(),
+        upstream_port: port,
         vm_name: format!("{hv_name} port {port}"),
         proxy_image: config.proxy_image.clone(),
         proxy_image_pull_policy: config.proxy_image_pull_policy.clone(),

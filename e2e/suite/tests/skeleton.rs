@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Api;
 use porthole_api::v1alpha1::ConsoleSession;
 use porthole_e2e::HYPERVISOR_HOST;
@@ -119,6 +121,24 @@ async fn console_session_opens_a_real_vm_and_is_cleaned_up_by_the_garbage_collec
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
     assert!(pods.get_opt(&child).await?.is_some() && services.get_opt(&child).await?.is_some());
     assert!(secrets.get_opt(&child).await?.is_some());
+    // The proxy may reach its VM's console port and nothing else.
+    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &ns.name);
+    let egress = policies
+        .get(&child)
+        .await?
+        .spec
+        .and_then(|s| s.egress)
+        .context("egress rules")?;
+    let block = egress[0]
+        .to
+        .as_ref()
+        .and_then(|to| to[0].ip_block.clone())
+        .context("ipBlock")?;
+    assert_eq!(block.cidr, format!("{HYPERVISOR_HOST}/32"));
+    assert_eq!(
+        egress[0].ports.as_ref().context("ports")?[0].port,
+        Some(IntOrString::Int(i32::from(VNC_PORT)))
+    );
     kubectl(
         &[
             "-n",
