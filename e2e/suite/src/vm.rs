@@ -43,6 +43,11 @@ impl Vm {
     /// Starts a VM whose VNC console listens on `host:port` (port 5900-5999).
     pub async fn start(host: &str, port: u16) -> Result<Vm> {
         let display = port.checked_sub(5900).context("VNC ports start at 5900")?;
+        if tokio::net::TcpStream::connect((host, port)).await.is_ok() {
+            bail!(
+                "{host}:{port} is already serving: another VM (or a previous test's) holds this port"
+            );
+        }
         let dir = TempDir::new()?;
         let qmp_path = dir.0.join("qmp.sock");
         let child = Command::new("qemu-system-x86_64")
