@@ -52,6 +52,13 @@ lint: web ## rustfmt and clippy with warnings as errors.
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
+.PHONY: chart-lint
+chart-lint: ## helm lint of the chart, and its values schema rejecting bad values.
+	e2e/scripts/build-controlplane.sh helm
+	$(HELM) lint --strict charts/porthole
+	@! $(HELM) template t charts/porthole --set logFormat=xml >/dev/null 2>&1 || \
+	  { echo "values.schema.json accepted logFormat=xml"; exit 1; }
+
 .PHONY: unit
 unit: web ## Unit and integration tests of the crates (no cluster).
 	cargo test --no-fail-fast --workspace --exclude porthole-e2e
@@ -88,7 +95,7 @@ e2e: images ## End-to-end tests on a fresh local test cluster.
 	KUBECONFIG=$(KUBECONFIG) cargo test --no-fail-fast -p porthole-e2e -- --test-threads=4
 
 .PHONY: test
-test: deps lint check-crds unit e2e ## Everything CI runs.
+test: deps lint check-crds chart-lint unit e2e ## Everything CI runs.
 
 .PHONY: demo
 demo: deps images cluster-up install ## Start the local stack and print a console URL.

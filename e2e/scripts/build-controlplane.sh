@@ -39,7 +39,14 @@ build_helm() {
   log "building helm $HELM_VERSION from the Go module proxy"
   local tmp="$HELM_BIN.tmp"
   rm -rf "$tmp" && mkdir -p "$tmp"
+  # Helm assumes Kubernetes 1.20 for `helm template`/`lint` unless told otherwise.
   local ld="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+  local kmajor kminor
+  kmajor=$(echo "${K8S_VERSION#v}" | cut -d. -f1)
+  kminor=$(echo "${K8S_VERSION#v}" | cut -d. -f2)
+  for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+    ld="$ld -X $pkg.k8sVersionMajor=$kmajor -X $pkg.k8sVersionMinor=$kminor"
+  done
   (cd "$E2E/controlplane/helm" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "$ld" -o "$tmp/helm" helm.sh/helm/v3/cmd/helm)
   rm -rf "$HELM_BIN" && mv "$tmp" "$HELM_BIN"
 }

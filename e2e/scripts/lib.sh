@@ -11,7 +11,7 @@ HELM_VERSION=v3.21.4
 CACHE=${PORTHOLE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/porthole}
 K8S_BIN=$CACHE/kubernetes-$K8S_VERSION
 ETCD_BIN=$CACHE/etcd-$ETCD_VERSION
-HELM_BIN=$CACHE/helm-$HELM_VERSION
+HELM_BIN=$CACHE/helm-$HELM_VERSION-k8s-$K8S_VERSION
 
 # Cluster state: certificates, etcd data, component logs, kubeconfig.
 STATE=${PORTHOLE_STATE:-$ROOT/.e2e}
