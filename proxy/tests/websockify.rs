@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use rustls::pki_types::ServerName;
-use support::{EchoServer, Process, Qemu, RfbClient, TempDir, Websockify, http_get, websocket};
+use support::{
+    CountingListener, Process, Qemu, RfbClient, TempDir, Websockify, http_get, websocket,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -119,7 +121,7 @@ async fn a_recorded_session_replays_the_same_server_bytes() {
 
 #[tokio::test]
 async fn without_a_subprotocol_none_is_answered() {
-    let echo = EchoServer::start().await;
+    let echo = CountingListener::echo().await;
     let proxy = Websockify::start(&[], &[&echo.addr.to_string()]).await;
     let (mut ws, response) = websocket(proxy.addr, "/", None).await.unwrap();
     assert!(!response.headers().contains_key("sec-websocket-protocol"));
@@ -130,7 +132,7 @@ async fn without_a_subprotocol_none_is_answered() {
 
 #[tokio::test]
 async fn tls_is_sniffed_on_the_same_port() {
-    let echo = EchoServer::start().await;
+    let echo = CountingListener::echo().await;
     let dir = TempDir::new("tls");
     let certified = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
     let pem = dir.path().join("self.pem");
@@ -191,7 +193,7 @@ async fn tls_is_sniffed_on_the_same_port() {
 
 #[tokio::test]
 async fn serves_files_with_web() {
-    let echo = EchoServer::start().await;
+    let echo = CountingListener::echo().await;
     let dir = TempDir::new("web");
     std::fs::write(dir.path().join("vnc.html"), "<p>noVNC</p>").unwrap();
     let web = format!("--web={}", dir.path().display());
@@ -211,7 +213,7 @@ async fn serves_files_with_web() {
 
 #[tokio::test]
 async fn idle_timeout_exits_once_nobody_is_connected() {
-    let echo = EchoServer::start().await;
+    let echo = CountingListener::echo().await;
     let mut proxy = Websockify::start(&["--idle-timeout=1"], &[&echo.addr.to_string()]).await;
     let (mut ws, _) = websocket(proxy.addr, "/", Some("binary")).await.unwrap();
     // While connected it stays up, well past the idle timeout.
@@ -224,14 +226,14 @@ async fn idle_timeout_exits_once_nobody_is_connected() {
 
 #[tokio::test]
 async fn timeout_exits_after_the_time_when_not_connected() {
-    let echo = EchoServer::start().await;
+    let echo = CountingListener::echo().await;
     let mut proxy = Websockify::start(&["--timeout=1"], &[&echo.addr.to_string()]).await;
     assert_eq!(proxy.exited().await, Some(0));
 }
 
 #[tokio::test]
 async fn token_file_picks_the_target() {
-    let echo = EchoServer::start().await;
+    let echo = CountingListener::echo().await;
     let dir = TempDir::new("tokens");
     let tokens = dir.path().join("tokens.cfg");
     std::fs::write(&tokens, format!("# targets\nvm1: {}\n", echo.addr)).unwrap();

@@ -174,8 +174,9 @@ impl Qemu {
     }
 }
 
-/// A TCP listener that counts the connections it accepts, standing in for a
-/// VNC server that must never be dialled.
+/// A TCP listener that counts the connections it accepts: a VNC server that
+/// must never be dialled ([`start`](Self::start)), or an echo target
+/// ([`echo`](Self::echo)).
 pub struct CountingListener {
     pub addr: SocketAddr,
     pub accepted: Arc<AtomicUsize>,
@@ -183,14 +184,30 @@ pub struct CountingListener {
 }
 
 impl CountingListener {
+    /// Accepts and closes every connection at once.
     pub async fn start() -> Self {
+        Self::serve(false).await
+    }
+
+    /// Echoes every byte back.
+    pub async fn echo() -> Self {
+        Self::serve(true).await
+    }
+
+    async fn serve(echo: bool) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
         let count = accepted.clone();
         let task = tokio::spawn(async move {
-            while let Ok((_stream, _)) = listener.accept().await {
+            while let Ok((mut stream, _)) = listener.accept().await {
                 count.fetch_add(1, Ordering::SeqCst);
+                if echo {
+                    tokio::spawn(async move {
+                        let (mut read, mut write) = stream.split();
+                        let _ = tokio::io::copy(&mut read, &mut write).await;
+                    });
+                }
             }
         });
         Self {
@@ -536,42 +553,6 @@ where
                 None | Some(Err(_)) => return String::new(),
             }
         }
-    }
-}
-
-/// A TCP server that echoes every byte back, counting connections.
-pub struct EchoServer {
-    pub addr: SocketAddr,
-    pub accepted: Arc<AtomicUsize>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl EchoServer {
-    pub async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let count = accepted.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
-                count.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let (mut read, mut write) = stream.split();
-                    let _ = tokio::io::copy(&mut read, &mut write).await;
-                });
-            }
-        });
-        Self {
-            addr,
-            accepted,
-            task,
-        }
-    }
-}
-
-impl Drop for EchoServer {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 
