@@ -93,10 +93,10 @@ pub async fn reconcile(session: Arc<ConsoleSession>, ctx: Arc<Context>) -> Resul
         finish(&session, &ctx, &children, verdict).await?;
         return Ok(Action::await_change());
     }
-    let pod = apply(&ctx, &children, &plan, &session).await?;
-    let service = children.services.get_opt(&children.name).await?;
+    let (pod, service) = apply(&ctx, &children, &plan, &session, existing_pod).await?;
     let cluster_ip = service
-        .and_then(|s| s.spec?.cluster_ip)
+        .spec
+        .and_then(|spec| spec.cluster_ip)
         .filter(|ip| !ip.is_empty() && ip != "None");
     // Ready means a viewer can connect now: the pod is ready *and* the Service
     // routes to it, which happens only once its EndpointSlice lists it as ready.
@@ -237,14 +237,16 @@ async fn dereference(
     })
 }
 
-/// Applies the Secret and Service, and creates the Pod if it does not exist yet
-/// (a Pod's spec is immutable: a running session keeps the pod it started with).
+/// Applies the Secret, NetworkPolicy and Service, and creates the Pod unless
+/// `existing_pod` is there (a Pod's spec is immutable: a running session keeps
+/// the pod it started with). Returns the Pod and the Service as applied.
 async fn apply(
     ctx: &Context,
     children: &Children,
     plan: &SessionPlan,
     session: &ConsoleSession,
-) -> Result<Pod> {
+    existing_pod: Option<Pod>,
+) -> Result<(Pod, Service)> {
     let params = PatchParams::apply(MANAGER).force();
     children
         .secrets
@@ -259,7 +261,7 @@ async fn apply(
             &Patch::Apply(&plan.network_policy()),
         )
         .await?;
-    let pod = match children.pods.get_opt(&children.name).await? {
+    let pod = match existing_pod {
         Some(pod) => pod,
         None => {
             let pod = children
@@ -278,11 +280,11 @@ async fn apply(
             pod
         }
     };
-    children
+    let service = children
         .services
         .patch(&children.name, &params, &Patch::Apply(&plan.service()))
         .await?;
-    Ok(pod)
+    Ok((pod, service))
 }
 
 async fn service_has_ready_endpoint(ctx: &Context, ns: &str, service: &str) -> Result<bool> {
