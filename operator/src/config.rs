@@ -38,7 +38,7 @@ pub struct Config {
     pub log_filter: String,
 
     /// Log format: `json` for machines, `text` for people.
-    #[arg(long, env = "PORTHOLE_LOG_FORMAT", default_value = "text")]
+    #[arg(long, env = "PORTHOLE_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
 }
 

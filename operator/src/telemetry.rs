@@ -20,10 +20,10 @@ use tokio::net::TcpListener;
 use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
-/// Text logs for people; `PORTHOLE_LOG_FORMAT=json` for log pipelines.
-pub fn init_logging(filter: &str) {
+/// Text logs for people; format `json` for log pipelines.
+pub fn init_logging(filter: &str, format: &str) {
     let builder = tracing_subscriber::fmt().with_env_filter(EnvFilter::new(filter));
-    if std::env::var("PORTHOLE_LOG_FORMAT").as_deref() == Ok("json") {
+    if format == "json" {
         builder.json().init();
     } else {
         builder.init();
