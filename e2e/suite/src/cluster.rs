@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, PostParams};
 use kube::{Client, Config};
 use rand::Rng;
 use tokio::io::AsyncWriteExt;
@@ -189,16 +189,4 @@ pub async fn wait_until_children_gone(
         },
     )
     .await
-}
-
-/// Deletes an object and ignores "not found".
-pub async fn delete_ignore_missing<K>(api: &Api<K>, name: &str) -> Result<()>
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    match api.delete(name, &DeleteParams::default()).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(error) => Err(error.into()),
-    }
 }

@@ -19,7 +19,8 @@ use crate::cluster::eventually;
 pub struct Vm {
     pub host: String,
     pub port: u16,
-    child: Child,
+    /// Held so the VM lives as long as this value (killed on drop).
+    _child: Child,
     qmp_path: PathBuf,
     _dir: TempDir,
 }
@@ -76,7 +77,7 @@ impl Vm {
         let vm = Vm {
             host: host.to_string(),
             port,
-            child,
+            _child: child,
             qmp_path,
             _dir: dir,
         };
@@ -119,10 +120,6 @@ impl Vm {
             }
         });
         Ok(events)
-    }
-
-    pub fn pid(&self) -> Option<u32> {
-        self.child.id()
     }
 }
 
