@@ -12,14 +12,53 @@ pub mod secret_keys {
     /// The upstream VNC password, present when the hypervisor requires one.
     /// The proxy answers VNC authentication itself; the browser never sees it.
     pub const VNC_PASSWORD: &str = "vnc-password";
+    /// Proxmox, password mode: a login ticket (`PVE:user@realm:...`) the operator
+    /// obtained for this session and renews before it expires. The user's
+    /// password never leaves the operator.
+    pub const PVE_TICKET: &str = "pve-ticket";
+    /// Proxmox, password mode: the CSRF token that goes with [`PVE_TICKET`].
+    pub const PVE_CSRF_TOKEN: &str = "pve-csrf-token";
+    /// Proxmox, API-token mode: `USER@REALM!TOKENID=SECRET`. Proxmox cannot derive
+    /// a narrower credential from an API token, so the token itself reaches the pod.
+    pub const PVE_API_TOKEN: &str = "pve-api-token";
+    /// Proxmox: the PEM CA bundle to verify the API's certificate with, when the
+    /// Hypervisor sets one.
+    pub const PVE_CA_BUNDLE: &str = "pve-ca.crt";
+}
+
+/// Keys of the Secret a Proxmox Hypervisor's `credentialsSecretRef` names. Set
+/// `username` and `password` (recommended: the proxy then only ever holds a
+/// renewable, session-scoped ticket), or `tokenId` and `tokenSecret`.
+pub mod proxmox_credentials {
+    /// `user@realm`, for example `porthole@pve`.
+    pub const USERNAME: &str = "username";
+    pub const PASSWORD: &str = "password";
+    /// `user@realm!tokenid`, for example `porthole@pve!console`.
+    pub const TOKEN_ID: &str = "tokenId";
+    pub const TOKEN_SECRET: &str = "tokenSecret";
 }
 
 /// Environment variables the operator sets on a proxy pod.
 pub mod env {
     /// `ADDR:PORT` the proxy listens on for HTTP and WebSocket.
     pub const LISTEN: &str = "PORTHOLE_LISTEN";
-    /// `HOST:PORT` of the VNC server to relay to (plain VNC hypervisors).
+    /// `HOST:PORT` of the VNC server to relay to (plain VNC hypervisors). Set
+    /// either this or [`PVE_URL`].
     pub const UPSTREAM: &str = "PORTHOLE_UPSTREAM";
+    /// Proxmox: the API's base URL, `https://HOST:PORT` (no path). The proxy mints
+    /// a console (`vncproxy`) at every viewer connection and opens `vncwebsocket`.
+    pub const PVE_URL: &str = "PORTHOLE_PVE_URL";
+    /// Proxmox: the node that runs the VM.
+    pub const PVE_NODE: &str = "PORTHOLE_PVE_NODE";
+    /// Proxmox: `qemu` or `lxc`.
+    pub const PVE_VM_KIND: &str = "PORTHOLE_PVE_VM_KIND";
+    /// Proxmox: the VM id.
+    pub const PVE_VMID: &str = "PORTHOLE_PVE_VMID";
+    /// Proxmox: pin the API's certificate by its SHA-256 fingerprint
+    /// (`AA:BB:...`, as `openssl x509 -fingerprint -sha256` prints it).
+    pub const PVE_FINGERPRINT: &str = "PORTHOLE_PVE_FINGERPRINT";
+    /// Proxmox: `true` skips certificate verification (an explicit opt-in).
+    pub const PVE_INSECURE_SKIP_VERIFY: &str = "PORTHOLE_PVE_INSECURE_SKIP_VERIFY";
     /// Directory holding the session Secret's keys as files.
     pub const SESSION_DIR: &str = "PORTHOLE_SESSION_DIR";
     /// The ConsoleSession's namespace and name, for logs, metrics and the page.
@@ -50,6 +89,10 @@ pub mod env {
     /// Log filter (tracing `EnvFilter` syntax).
     pub const LOG: &str = "PORTHOLE_LOG";
 }
+
+/// Proxmox guest kinds, as they appear in API paths.
+pub const PVE_KIND_QEMU: &str = "qemu";
+pub const PVE_KIND_LXC: &str = "lxc";
 
 /// One viewer at a time: a second one is refused with a clear message.
 pub const VIEWERS_EXCLUSIVE: &str = "exclusive";
@@ -98,11 +141,22 @@ pub enum EndReason {
     NeverConnected,
     /// The hypervisor closed the console.
     UpstreamClosed,
-    /// The hypervisor could not be reached or refused the console.
-    UpstreamFailed(String),
+    /// The hypervisor could not be reached or refused the console. `detail` is
+    /// for people: readable, and never a secret.
+    UpstreamFailed {
+        failure: UpstreamFailure,
+        detail: String,
+    },
 }
 
 impl EndReason {
+    pub fn upstream_failed(failure: UpstreamFailure, detail: impl Into<String>) -> Self {
+        EndReason::UpstreamFailed {
+            failure,
+            detail: detail.into(),
+        }
+    }
+
     /// A fixed, bounded label for metrics and Event reasons.
     pub fn label(&self) -> &'static str {
         match self {
@@ -111,15 +165,97 @@ impl EndReason {
             EndReason::Idle => "idle",
             EndReason::NeverConnected => "never-connected",
             EndReason::UpstreamClosed => "upstream-closed",
-            EndReason::UpstreamFailed(_) => "upstream-failed",
+            EndReason::UpstreamFailed { .. } => "upstream-failed",
         }
+    }
+}
+
+/// Why a console could not be opened, as precisely as the proxy can tell. Each
+/// kind becomes its own status reason, so users can tell a stopped VM from a
+/// missing permission or a certificate that does not match.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpstreamFailure {
+    /// No TCP or HTTPS connection to the hypervisor (refused, timed out, DNS).
+    Unreachable,
+    /// The hypervisor's certificate matched neither the CA bundle nor the pin.
+    TlsVerification,
+    /// The hypervisor rejected the session's credential (login ticket or API token).
+    BadCredentials,
+    /// The credential lacks the privilege to open this VM's console (Proxmox `VM.Console`).
+    PermissionDenied,
+    /// The hypervisor does not know this VM.
+    VmNotFound,
+    /// The VM exists but is not running.
+    VmNotRunning,
+    /// The hypervisor's one-shot console listener was gone when the proxy came.
+    ListenerTimeout,
+    /// The hypervisor rejected the console ticket it had just issued.
+    TicketRejected,
+    /// The VNC server rejected the VNC password.
+    VncAuthentication,
+    /// The hypervisor answered with something the proxy does not understand.
+    Protocol,
+}
+
+impl UpstreamFailure {
+    pub const ALL: [UpstreamFailure; 10] = [
+        UpstreamFailure::Unreachable,
+        UpstreamFailure::TlsVerification,
+        UpstreamFailure::BadCredentials,
+        UpstreamFailure::PermissionDenied,
+        UpstreamFailure::VmNotFound,
+        UpstreamFailure::VmNotRunning,
+        UpstreamFailure::ListenerTimeout,
+        UpstreamFailure::TicketRejected,
+        UpstreamFailure::VncAuthentication,
+        UpstreamFailure::Protocol,
+    ];
+
+    /// The stable text form, used in termination messages and metric labels.
+    pub fn label(self) -> &'static str {
+        match self {
+            UpstreamFailure::Unreachable => "unreachable",
+            UpstreamFailure::TlsVerification => "tls-verification",
+            UpstreamFailure::BadCredentials => "bad-credentials",
+            UpstreamFailure::PermissionDenied => "permission-denied",
+            UpstreamFailure::VmNotFound => "vm-not-found",
+            UpstreamFailure::VmNotRunning => "vm-not-running",
+            UpstreamFailure::ListenerTimeout => "listener-timeout",
+            UpstreamFailure::TicketRejected => "ticket-rejected",
+            UpstreamFailure::VncAuthentication => "vnc-authentication",
+            UpstreamFailure::Protocol => "protocol",
+        }
+    }
+
+    /// The CamelCase reason the operator puts in status and Events.
+    pub fn reason(self) -> &'static str {
+        match self {
+            UpstreamFailure::Unreachable => "HypervisorUnreachable",
+            UpstreamFailure::TlsVerification => "TLSVerificationFailed",
+            UpstreamFailure::BadCredentials => "BadCredentials",
+            UpstreamFailure::PermissionDenied => "PermissionDenied",
+            UpstreamFailure::VmNotFound => "VMNotFound",
+            UpstreamFailure::VmNotRunning => "VMNotRunning",
+            UpstreamFailure::ListenerTimeout => "ListenerTimeout",
+            UpstreamFailure::TicketRejected => "TicketRejected",
+            UpstreamFailure::VncAuthentication => "VNCAuthenticationFailed",
+            UpstreamFailure::Protocol => "HypervisorProtocolError",
+        }
+    }
+}
+
+impl fmt::Display for UpstreamFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
     }
 }
 
 impl fmt::Display for EndReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            EndReason::UpstreamFailed(detail) => write!(f, "upstream-failed: {detail}"),
+            EndReason::UpstreamFailed { failure, detail } => {
+                write!(f, "upstream-failed: {failure}: {detail}")
+            }
             other => f.write_str(other.label()),
         }
     }
@@ -141,12 +277,23 @@ impl FromStr for EndReason {
             "never-connected" => EndReason::NeverConnected,
             "upstream-closed" => EndReason::UpstreamClosed,
             _ => match s.strip_prefix("upstream-failed") {
-                Some(rest) => {
-                    EndReason::UpstreamFailed(rest.trim_start_matches(':').trim().to_string())
-                }
+                Some(rest) => parse_upstream_failure(rest.trim_start_matches(':').trim()),
                 None => return Err(UnknownEndReason(s.to_string())),
             },
         })
+    }
+}
+
+/// `KIND: DETAIL`; a message without a known kind is a protocol failure with
+/// the whole text as its detail, so nothing the proxy said is lost.
+fn parse_upstream_failure(text: &str) -> EndReason {
+    let (kind, detail) = text.split_once(':').unwrap_or((text, ""));
+    match UpstreamFailure::ALL
+        .into_iter()
+        .find(|f| f.label() == kind.trim())
+    {
+        Some(failure) => EndReason::upstream_failed(failure, detail.trim()),
+        None => EndReason::upstream_failed(UpstreamFailure::Protocol, text),
     }
 }
 
@@ -162,10 +309,33 @@ mod tests {
             EndReason::Idle,
             EndReason::NeverConnected,
             EndReason::UpstreamClosed,
-            EndReason::UpstreamFailed("connection refused".into()),
+            EndReason::upstream_failed(UpstreamFailure::Unreachable, "connection refused"),
+            EndReason::upstream_failed(
+                UpstreamFailure::VmNotRunning,
+                "Proxmox VE says: VM 100 not running",
+            ),
         ] {
             assert_eq!(reason.to_string().parse::<EndReason>(), Ok(reason));
         }
+    }
+
+    #[test]
+    fn every_upstream_failure_round_trips() {
+        for failure in UpstreamFailure::ALL {
+            let reason = EndReason::upstream_failed(failure, "a: b");
+            assert_eq!(reason.to_string().parse::<EndReason>(), Ok(reason));
+        }
+    }
+
+    #[test]
+    fn an_upstream_failure_of_unknown_kind_keeps_its_text() {
+        assert_eq!(
+            "upstream-failed: exploded: badly".parse::<EndReason>(),
+            Ok(EndReason::upstream_failed(
+                UpstreamFailure::Protocol,
+                "exploded: badly"
+            ))
+        );
     }
 
     #[test]

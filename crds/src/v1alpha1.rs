@@ -24,7 +24,8 @@ use serde::{Deserialize, Serialize};
     category = "porthole",
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Hypervisor","type":"string","jsonPath":".spec.hypervisor"}"#,
-    printcolumn = r#"{"name":"VM","type":"string","jsonPath":".spec.vm.port"}"#,
+    printcolumn = r#"{"name":"VM","type":"integer","jsonPath":".spec.vm.id"}"#,
+    printcolumn = r#"{"name":"Port","type":"integer","jsonPath":".spec.vm.port"}"#,
     printcolumn = r#"{"name":"URL","type":"string","jsonPath":".status.url","priority":1}"#,
     printcolumn = r#"{"name":"Expires","type":"date","jsonPath":".status.expiresAt"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
@@ -89,14 +90,64 @@ pub enum ViewerPolicy {
 }
 
 /// Identifies a VM on its Hypervisor. A session can only name a VM, never a host:
-/// the Hypervisor decides where the proxy connects.
+/// the Hypervisor decides where the proxy connects. Set `port` for a `vnc`
+/// Hypervisor, `node` and `id` (and optionally `kind`) for a `proxmox` one.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "has(self.port) != has(self.id)",
+        "message": "set either vm.port (for a vnc Hypervisor) or vm.node and vm.id (for a proxmox Hypervisor)"
+    },
+    {
+        "rule": "has(self.id) == has(self.node)",
+        "message": "vm.node and vm.id go together: name the Proxmox node that runs VM id"
+    },
+    {
+        "rule": "!has(self.kind) || has(self.id)",
+        "message": "vm.kind applies to Proxmox VMs only: set vm.node and vm.id too"
+    }
+]))]
 pub struct VmRef {
     /// For `vnc` Hypervisors: the VNC TCP port of the VM's console on the
     /// hypervisor host. Must lie in the Hypervisor's `vnc.ports` range.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: Option<u16>,
+    /// For `proxmox` Hypervisors: the cluster node that runs the VM, such as `pve1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?$")
+    )]
+    pub node: Option<String>,
+    /// For `proxmox` Hypervisors: the VM id (`vmid`), such as `100`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 100, max = 999999999))]
+    pub id: Option<u32>,
+    /// For `proxmox` Hypervisors: `qemu` (default) for a virtual machine, `lxc`
+    /// for a container (its terminal, served as VNC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<VmKind>,
+}
+
+/// A Proxmox guest kind.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum VmKind {
+    #[default]
+    Qemu,
+    Lxc,
+}
+
+impl VmKind {
+    /// As it appears in Proxmox API paths.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VmKind::Qemu => crate::contract::PVE_KIND_QEMU,
+            VmKind::Lxc => crate::contract::PVE_KIND_LXC,
+        }
+    }
 }
 
 /// Where a session stands. Completed, Expired and Failed are final.
@@ -168,13 +219,23 @@ pub struct ConsoleSessionStatus {
     shortname = "hv",
     doc = "A hypervisor whose VM consoles porthole may open; cluster-scoped, registered by the platform team.",
     category = "porthole",
+    status = "HypervisorStatus",
     printcolumn = r#"{"name":"Host","type":"string","jsonPath":".spec.vnc.host"}"#,
+    printcolumn = r#"{"name":"Proxmox","type":"string","jsonPath":".spec.proxmox.url"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.vnc) != has(self.proxmox)",
+    "message": "set exactly one hypervisor kind: vnc or proxmox"
+}]))]
 pub struct HypervisorSpec {
     /// A host serving VM consoles as plain VNC on TCP ports (libvirt, Foreman).
-    pub vnc: VncHypervisor,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vnc: Option<VncHypervisor>,
+    /// A Proxmox VE cluster, reached through its API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxmox: Option<ProxmoxHypervisor>,
     /// Namespaces whose ConsoleSessions may use this Hypervisor, by label. `{}`
     /// allows every namespace; when absent, no namespace may (sessions fail with
     /// reason `NotAllowed`). Example: `matchLabels: {kubernetes.io/metadata.name: team-a}`.
@@ -207,6 +268,102 @@ pub struct VncHypervisor {
     /// authentication with it; the browser never sees it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_secret_ref: Option<SecretKeyRef>,
+}
+
+/// A Proxmox VE cluster. The operator logs in with the credentials and gives
+/// each session's proxy a session-scoped login ticket; the proxy mints a console
+/// ticket whenever a viewer connects.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxmoxHypervisor {
+    /// Base URL of the Proxmox VE API, such as `https://pve1.example.com:8006`.
+    /// Console requests must reach the node that answered the console request:
+    /// behind a load balancer, route sticky.
+    #[schemars(length(min = 9, max = 2048), regex(pattern = r"^https://[^/?#]+/?$"))]
+    pub url: String,
+    /// A Secret holding `username` (`user@realm`) and `password`, recommended, or
+    /// `tokenId` (`user@realm!name`) and `tokenSecret`. With a password, only a
+    /// renewable login ticket reaches proxy pods; with an API token, the token does.
+    /// Give the user only `VM.Console` on the VMs it serves.
+    pub credentials_secret_ref: SecretRef,
+    /// How to verify the API's certificate. Unset: the public web PKI roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ProxmoxTls>,
+    /// VM ids sessions may open (inclusive ranges). Unset: any VM the
+    /// credential may open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm_ids: Option<Vec<IdRange>>,
+}
+
+/// Certificate verification for a Proxmox API.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!(has(self.insecureSkipVerify) && self.insecureSkipVerify) || (!has(self.caBundle) && !has(self.fingerprintSHA256))",
+    "message": "insecureSkipVerify cannot be combined with caBundle or fingerprintSHA256"
+}]))]
+pub struct ProxmoxTls {
+    /// PEM CA certificates to trust, such as the cluster's `/etc/pve/pve-root-ca.pem`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 65536))]
+    pub ca_bundle: Option<String>,
+    /// Trust exactly the certificate with this SHA-256 fingerprint, as `openssl x509
+    /// -noout -fingerprint -sha256` or the Proxmox GUI prints it (`AA:BB:...`).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "fingerprintSHA256"
+    )]
+    #[schemars(regex(pattern = r"^([0-9A-Fa-f]{2}:){31}[0-9A-Fa-f]{2}$"))]
+    pub fingerprint_sha256: Option<String>,
+    /// Skip certificate verification. Anyone on the path can then read consoles
+    /// and tickets; the Hypervisor shows condition `InsecureTLS`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insecure_skip_verify: Option<bool>,
+}
+
+/// An inclusive range of Proxmox VM ids.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "self.first <= self.last",
+    "message": "first must not be greater than last"
+}]))]
+pub struct IdRange {
+    #[schemars(range(min = 100, max = 999999999))]
+    pub first: u32,
+    #[schemars(range(min = 100, max = 999999999))]
+    pub last: u32,
+}
+
+impl IdRange {
+    pub fn contains(&self, id: u32) -> bool {
+        (self.first..=self.last).contains(&id)
+    }
+}
+
+/// A Secret in a given namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretRef {
+    /// Namespace of the Secret. The operator needs read access there.
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: String,
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// What the operator observed about a Hypervisor.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HypervisorStatus {
+    /// The generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `InsecureTLS` (True: certificate verification is switched off).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
 }
 
 /// An inclusive TCP port range.

@@ -203,7 +203,7 @@ async fn dereference(
     let hypervisor = hypervisors.get_opt(&session.spec.hypervisor).await?;
     let vnc_password = match hypervisor
         .as_ref()
-        .and_then(|h| h.spec.vnc.password_secret_ref.clone())
+        .and_then(|h| h.spec.vnc.as_ref()?.password_secret_ref.clone())
     {
         None => PasswordLookup::NotConfigured,
         Some(reference) => {

@@ -3,7 +3,7 @@
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use porthole_api::contract::EndReason;
+use porthole_api::contract::{EndReason, UpstreamFailure};
 use porthole_api::v1alpha1::{ConsoleSessionStatus, SessionPhase};
 
 pub const CONDITION_READY: &str = "Ready";
@@ -24,7 +24,8 @@ pub enum Reason {
     Expired,
     Idle,
     NeverConnected,
-    UpstreamFailed,
+    /// The console could not be opened; each kind of failure has its own reason.
+    Upstream(UpstreamFailure),
     ProxyFailed,
 }
 
@@ -44,7 +45,7 @@ impl Reason {
             Reason::Expired => "Expired",
             Reason::Idle => "Idle",
             Reason::NeverConnected => "NeverConnected",
-            Reason::UpstreamFailed => "UpstreamFailed",
+            Reason::Upstream(failure) => failure.reason(),
             Reason::ProxyFailed => "ProxyFailed",
         }
     }
@@ -180,10 +181,10 @@ pub fn verdict_for(reason: &EndReason) -> Verdict {
             Reason::NeverConnected,
             "nobody opened the console in time",
         ),
-        EndReason::UpstreamFailed(detail) => Verdict::new(
+        EndReason::UpstreamFailed { failure, detail } => Verdict::new(
             Failed,
-            Reason::UpstreamFailed,
-            format!("the console could not reach the VM: {detail}"),
+            Reason::Upstream(*failure),
+            format!("the console could not be opened: {detail}"),
         ),
     }
 }
@@ -251,9 +252,14 @@ mod tests {
                 Reason::UpstreamClosed,
             ),
             (
-                "upstream-failed: connection refused",
+                "upstream-failed: unreachable: connection refused",
                 SessionPhase::Failed,
-                Reason::UpstreamFailed,
+                Reason::Upstream(UpstreamFailure::Unreachable),
+            ),
+            (
+                "upstream-failed: vm-not-running: VM 100 not running",
+                SessionPhase::Failed,
+                Reason::Upstream(UpstreamFailure::VmNotRunning),
             ),
         ];
         for (message, phase, reason) in cases {
@@ -270,7 +276,7 @@ mod tests {
     fn upstream_failure_detail_reaches_the_message() {
         let verdict = pod_outcome(&finished_pod(
             "Failed",
-            Some("upstream-failed: connection refused"),
+            Some("upstream-failed: unreachable: connection refused"),
             1,
         ))
         .unwrap();

@@ -72,7 +72,13 @@ pub fn plan(
         ));
     }
     let expires_at = expiry(session, hypervisor)?;
-    let vnc = &hypervisor.spec.vnc;
+    let Some(vnc) = &hypervisor.spec.vnc else {
+        return Err(Verdict::new(
+            SessionPhase::Failed,
+            Reason::InvalidSpec,
+            format!("Hypervisor {hv_name:?} is not a vnc Hypervisor"),
+        ));
+    };
     let Some(port) = session.spec.vm.port else {
         return Err(Verdict::new(
             SessionPhase::Failed,
@@ -228,7 +234,10 @@ mod tests {
             "web",
             ConsoleSessionSpec {
                 hypervisor: "hv1".into(),
-                vm: VmRef { port },
+                vm: VmRef {
+                    port,
+                    ..VmRef::default()
+                },
                 timeout: None,
                 connect_timeout: None,
                 idle_timeout: None,
@@ -248,14 +257,15 @@ mod tests {
             hypervisor: Some(Hypervisor::new(
                 "hv1",
                 HypervisorSpec {
-                    vnc: VncHypervisor {
+                    vnc: Some(VncHypervisor {
                         host: "10.200.0.1".into(),
                         ports: PortRange {
                             first: 5910,
                             last: 5930,
                         },
                         password_secret_ref: None,
-                    },
+                    }),
+                    proxmox: None,
                     allowed_namespaces: Some(LabelSelector::default()),
                     default_timeout: None,
                     max_timeout: Some("2h".into()),

@@ -84,7 +84,7 @@ async fn run_session(args: Box<SessionArgs>) -> ExitCode {
     match session::run(config, termination_signal()).await {
         // The operator reads why from the termination message; the exit code
         // only tells Kubernetes whether the pod failed.
-        Ok(EndReason::UpstreamFailed(_)) => ExitCode::FAILURE,
+        Ok(EndReason::UpstreamFailed { .. }) => ExitCode::FAILURE,
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "cannot serve");

@@ -12,6 +12,8 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{self, Message};
 
+use porthole_api::contract::UpstreamFailure;
+
 use crate::rfb::vnc_auth::VncPassword;
 use crate::rfb::{Step, browser, upstream};
 
@@ -40,6 +42,17 @@ pub enum Error {
 }
 
 impl Error {
+    /// How the operator should classify an upstream failure.
+    pub fn failure(&self) -> UpstreamFailure {
+        match self {
+            Error::Connect { .. } | Error::ConnectTimeout(_) => UpstreamFailure::Unreachable,
+            Error::UpstreamHandshake(
+                upstream::Error::AuthFailed(_) | upstream::Error::PasswordRequired,
+            ) => UpstreamFailure::VncAuthentication,
+            _ => UpstreamFailure::Protocol,
+        }
+    }
+
     /// Whether the VNC server is at fault (the session cannot work), rather than
     /// this one viewer.
     pub fn is_upstream(&self) -> bool {

@@ -64,7 +64,7 @@ mod tests {
     use super::*;
     use crate::admission::Refused;
     use crate::assets;
-    use porthole_api::contract::EndReason;
+    use porthole_api::contract::{EndReason, UpstreamFailure};
 
     #[test]
     fn names_the_vm_without_letting_it_inject_markup() {
@@ -142,7 +142,8 @@ mod tests {
         for reason in reasons.iter().chain(&refusals) {
             assert!(script.contains(&format!("\"{reason}\"")), "{reason}");
         }
-        let failed = EndReason::UpstreamFailed(String::new()).to_string();
-        assert!(script.contains(&format!("\"{}:\"", failed.trim_end_matches(": "))));
+        let failed = EndReason::upstream_failed(UpstreamFailure::Protocol, "").to_string();
+        let prefix = failed.split(':').next().unwrap_or_default();
+        assert!(script.contains(&format!("\"{prefix}:\"")));
     }
 }

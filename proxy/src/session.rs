@@ -396,7 +396,7 @@ impl Session {
             }
             Err(e) if e.is_upstream() => {
                 tracing::error!(error = %e, "cannot open the console");
-                let reason = EndReason::UpstreamFailed(e.to_string());
+                let reason = EndReason::upstream_failed(e.failure(), e.to_string());
                 let frame = close_frame(CloseCode::Error, &reason.to_string());
                 self.end(reason);
                 ("upstream-failed", frame)
