@@ -33,6 +33,15 @@ pub struct Config {
     #[arg(long, env = "PORTHOLE_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: std::net::SocketAddr,
 
+    /// Renew a session's Proxmox login ticket once it is this old (tickets live
+    /// 2 h), such as `1h` or `90m`.
+    #[arg(long, env = "PORTHOLE_PVE_TICKET_RENEW_AFTER", default_value = "1h", value_parser = duration)]
+    pub pve_ticket_renew_after: std::time::Duration,
+
+    /// Give up on a Proxmox API request after this long.
+    #[arg(long, env = "PORTHOLE_PVE_TIMEOUT", default_value = "15s", value_parser = duration)]
+    pub pve_timeout: std::time::Duration,
+
     /// Log filter, tracing `EnvFilter` syntax.
     #[arg(long, env = "PORTHOLE_LOG", default_value = "info")]
     pub log_filter: String,
@@ -40,6 +49,10 @@ pub struct Config {
     /// Log format: `json` for machines, `text` for people.
     #[arg(long, env = "PORTHOLE_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
+}
+
+fn duration(text: &str) -> Result<std::time::Duration, String> {
+    porthole_api::duration::parse(text).map_err(|e| e.to_string())
 }
 
 impl Config {

@@ -7,9 +7,11 @@ pub mod config;
 pub mod context;
 pub mod controller;
 pub mod naming;
+pub mod proxmox;
 pub mod reconcile;
 pub mod resources;
 pub mod status;
+pub mod target;
 pub mod telemetry;
 pub mod validate;
 

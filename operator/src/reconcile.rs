@@ -27,9 +27,10 @@ use tracing::{info, warn};
 
 use crate::context::Context;
 use crate::naming::child_name;
+use crate::proxmox::{Authenticated, authenticate};
 use crate::resources::{SessionPlan, console_url};
 use crate::status::{Reason, Verdict, pod_is_ready, pod_outcome};
-use crate::validate::{Observed, PasswordLookup, plan};
+use crate::validate::{Credentials, Observed, ProxmoxCredentials, plan};
 
 /// The one field manager for everything the operator writes.
 pub const MANAGER: &str = "porthole-operator";
@@ -93,6 +94,18 @@ pub async fn reconcile(session: Arc<ConsoleSession>, ctx: Arc<Context>) -> Resul
         finish(&session, &ctx, &children, verdict).await?;
         return Ok(Action::await_change());
     }
+    let Authenticated { plan, renew_at } =
+        match authenticate(plan, observed.session_secret.as_ref(), &ctx).await {
+            Ok(authenticated) => authenticated,
+            Err(verdict) if verdict.phase.is_final() => {
+                finish(&session, &ctx, &children, verdict).await?;
+                return Ok(Action::await_change());
+            }
+            Err(verdict) => {
+                update_status(&session, &ctx, &verdict).await?;
+                return Ok(Action::requeue(Duration::from_secs(15)));
+            }
+        };
     let (pod, service) = apply(&ctx, &children, &plan, &session, existing_pod).await?;
     let cluster_ip = service
         .spec
@@ -122,7 +135,14 @@ pub async fn reconcile(session: Arc<ConsoleSession>, ctx: Arc<Context>) -> Resul
     // Wake up exactly at the deadline. The deadline comes from the resource, so a
     // restarted operator computes the same one.
     let until_expiry = now.duration_until(plan.expires_at).unsigned_abs();
-    Ok(Action::requeue(until_expiry.min(Duration::from_secs(300))))
+    let until_renewal = renew_at
+        .and_then(|at| at.duration_since(std::time::SystemTime::now()).ok())
+        .unwrap_or(Duration::MAX);
+    Ok(Action::requeue(
+        until_expiry
+            .min(until_renewal)
+            .min(Duration::from_secs(300)),
+    ))
 }
 
 /// Deletes a finished session once `ttlSecondsAfterFinished` has passed since it
@@ -201,26 +221,9 @@ async fn dereference(
 ) -> Result<Observed> {
     let hypervisors: Api<Hypervisor> = Api::all(ctx.client.clone());
     let hypervisor = hypervisors.get_opt(&session.spec.hypervisor).await?;
-    let vnc_password = match hypervisor
-        .as_ref()
-        .and_then(|h| h.spec.vnc.as_ref()?.password_secret_ref.clone())
-    {
-        None => PasswordLookup::NotConfigured,
-        Some(reference) => {
-            let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &reference.namespace);
-            let value = secrets
-                .get_opt(&reference.name)
-                .await?
-                .and_then(|s| s.data?.remove(&reference.key))
-                .and_then(|v| String::from_utf8(v.0).ok());
-            match value {
-                Some(password) => PasswordLookup::Found(password),
-                None => PasswordLookup::Missing(format!(
-                    "Secret {}/{} has no key {:?}",
-                    reference.namespace, reference.name, reference.key
-                )),
-            }
-        }
+    let credentials = match hypervisor.as_ref() {
+        Some(hv) => read_credentials(ctx, hv).await?,
+        None => Credentials::NotConfigured,
     };
     let session_secret = children.secrets.get_opt(&children.name).await?;
     let namespaces: Api<Namespace> = Api::all(ctx.client.clone());
@@ -232,9 +235,70 @@ async fn dereference(
     Ok(Observed {
         hypervisor,
         namespace_labels,
-        vnc_password,
+        credentials,
         session_secret,
     })
+}
+
+/// Reads the Secret a Hypervisor names for its credentials.
+async fn read_credentials(ctx: &Context, hypervisor: &Hypervisor) -> Result<Credentials> {
+    let secret_value = |secret: &Option<Secret>, key: &str| {
+        secret
+            .as_ref()
+            .and_then(|s| s.data.as_ref()?.get(key))
+            .and_then(|v| String::from_utf8(v.0.clone()).ok())
+            .filter(|v| !v.is_empty())
+    };
+    if let Some(vnc) = &hypervisor.spec.vnc {
+        let Some(reference) = &vnc.password_secret_ref else {
+            return Ok(Credentials::NotConfigured);
+        };
+        let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &reference.namespace);
+        let secret = secrets.get_opt(&reference.name).await?;
+        return Ok(match secret_value(&secret, &reference.key) {
+            Some(password) => Credentials::VncPassword(password),
+            None => Credentials::Missing(format!(
+                "Secret {}/{} has no key {:?}",
+                reference.namespace, reference.name, reference.key
+            )),
+        });
+    }
+    let Some(pve) = &hypervisor.spec.proxmox else {
+        return Ok(Credentials::NotConfigured);
+    };
+    let reference = &pve.credentials_secret_ref;
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &reference.namespace);
+    let secret = secrets.get_opt(&reference.name).await?;
+    let get = |key| secret_value(&secret, key);
+    use porthole_api::contract::proxmox_credentials as keys;
+    Ok(
+        match (
+            get(keys::USERNAME),
+            get(keys::PASSWORD),
+            get(keys::TOKEN_ID),
+            get(keys::TOKEN_SECRET),
+        ) {
+            (Some(username), Some(password), _, _) => {
+                Credentials::Proxmox(ProxmoxCredentials::Password { username, password })
+            }
+            (_, _, Some(id), Some(secret)) => {
+                Credentials::Proxmox(ProxmoxCredentials::ApiToken(format!("{id}={secret}")))
+            }
+            _ if secret.is_none() => Credentials::Missing(format!(
+                "Secret {}/{} does not exist",
+                reference.namespace, reference.name
+            )),
+            _ => Credentials::Missing(format!(
+                "Secret {}/{} needs keys {:?} and {:?}, or {:?} and {:?}",
+                reference.namespace,
+                reference.name,
+                keys::USERNAME,
+                keys::PASSWORD,
+                keys::TOKEN_ID,
+                keys::TOKEN_SECRET
+            )),
+        },
+    )
 }
 
 /// Applies the Secret, NetworkPolicy and Service, and creates the Pod unless

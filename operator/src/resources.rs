@@ -20,6 +20,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use porthole_api::contract::{self, env, labels, secret_keys};
 use porthole_api::v1alpha1::ViewerPolicy;
 
+use crate::target::Target;
+
 /// Everything the builders need, resolved and validated by the reconciler.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SessionPlan {
@@ -28,19 +30,14 @@ pub struct SessionPlan {
     pub child_name: String,
     pub session_name: String,
     pub owner: OwnerReference,
-    /// `host:port` of the VM console, taken from the Hypervisor, never from the session.
-    pub upstream: String,
-    /// The hypervisor host and console port, for the NetworkPolicy.
-    pub upstream_host: String,
-    pub upstream_port: u16,
+    /// Where the proxy connects, taken from the Hypervisor, never from the session.
+    pub target: Target,
     /// Shown on the console page.
     pub vm_name: String,
     pub proxy_image: String,
     pub proxy_image_pull_policy: String,
     /// The browser's access token.
     pub token: String,
-    /// The upstream VNC password, if the hypervisor requires one.
-    pub vnc_password: Option<String>,
     /// The session's hard deadline.
     pub expires_at: k8s_openapi::jiff::Timestamp,
     /// Lifetime and viewer settings, passed through to the proxy as they are
@@ -78,22 +75,20 @@ impl SessionPlan {
         }
     }
 
-    /// The session Secret: the access token and, when needed, the VNC password.
+    /// The session Secret: the access token and the target's credential.
     pub fn secret(&self) -> Secret {
         let mut data = BTreeMap::from([(
             secret_keys::TOKEN.to_string(),
             ByteString(self.token.clone().into_bytes()),
         )]);
-        if let Some(password) = &self.vnc_password {
-            data.insert(
-                secret_keys::VNC_PASSWORD.to_string(),
-                ByteString(password.clone().into_bytes()),
-            );
+        for (key, value) in self.target.secret_data() {
+            data.insert(key.to_string(), ByteString(value.into_bytes()));
         }
         Secret {
             metadata: self.metadata(),
             type_: Some("Opaque".to_string()),
-            immutable: Some(true),
+            // A renewed login ticket replaces the old one in place.
+            immutable: Some(!self.target.renews()),
             data: Some(data),
             ..Secret::default()
         }
@@ -126,7 +121,6 @@ impl SessionPlan {
         };
         let mut env_vars = vec![
             env_var(env::LISTEN, &format!("0.0.0.0:{}", contract::PROXY_PORT)),
-            env_var(env::UPSTREAM, &self.upstream),
             env_var(env::SESSION_DIR, contract::SESSION_SECRET_MOUNT),
             env_var(env::SESSION_NAMESPACE, &self.namespace),
             env_var(env::SESSION_NAME, &self.session_name),
@@ -142,6 +136,9 @@ impl SessionPlan {
             env_var(env::RUN_ONCE, &self.run_once.to_string()),
             env_var(env::VIEW_ONLY, &self.view_only.to_string()),
         ];
+        for (name, value) in self.target.env() {
+            env_vars.push(env_var(name, &value));
+        }
         if let Some(timeout) = &self.connect_timeout {
             env_vars.push(env_var(env::CONNECT_TIMEOUT, timeout));
         }
@@ -248,14 +245,16 @@ impl SessionPlan {
 
 impl SessionPlan {
     /// Lets the proxy pod receive viewers on its HTTP port and reach nothing but
-    /// its VM's console port (and DNS, when the hypervisor is named by host name).
+    /// its hypervisor's console or API port (and DNS, when the hypervisor is
+    /// named by host name).
     pub fn network_policy(&self) -> NetworkPolicy {
+        let (host, port) = self.target.endpoint();
         let tcp = |port: u16| NetworkPolicyPort {
             port: Some(IntOrString::Int(i32::from(port))),
             protocol: Some("TCP".to_string()),
             ..NetworkPolicyPort::default()
         };
-        let mut egress = vec![match self.upstream_host.parse::<std::net::IpAddr>() {
+        let mut egress = vec![match host.parse::<std::net::IpAddr>() {
             Ok(ip) => NetworkPolicyEgressRule {
                 to: Some(vec![NetworkPolicyPeer {
                     ip_block: Some(IPBlock {
@@ -264,15 +263,15 @@ impl SessionPlan {
                     }),
                     ..NetworkPolicyPeer::default()
                 }]),
-                ports: Some(vec![tcp(self.upstream_port)]),
+                ports: Some(vec![tcp(port)]),
             },
             // A host name can resolve anywhere: only the port can be pinned.
             Err(_) => NetworkPolicyEgressRule {
                 to: None,
-                ports: Some(vec![tcp(self.upstream_port)]),
+                ports: Some(vec![tcp(port)]),
             },
         }];
-        if self.upstream_host.parse::<std::net::IpAddr>().is_err() {
+        if host.parse::<std::net::IpAddr>().is_err() {
             egress.push(NetworkPolicyEgressRule {
                 to: None,
                 ports: Some(
@@ -325,6 +324,7 @@ pub fn console_url(cluster_ip: &str, token: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::target::VncTarget;
 
     fn plan() -> SessionPlan {
         SessionPlan {
@@ -339,14 +339,15 @@ mod tests {
                 controller: Some(true),
                 block_owner_deletion: Some(true),
             },
-            upstream: "10.0.0.5:5910".into(),
-            upstream_host: "10.0.0.5".into(),
-            upstream_port: 5910,
+            target: Target::Vnc(VncTarget {
+                host: "10.0.0.5".into(),
+                port: 5910,
+                password: Some("pw".into()),
+            }),
             vm_name: "web (port 5910)".into(),
             proxy_image: "porthole/proxy:dev".into(),
             proxy_image_pull_policy: "IfNotPresent".into(),
             token: "tok".into(),
-            vnc_password: Some("pw".into()),
             expires_at: "2026-01-01T01:00:00Z".parse().unwrap(),
             connect_timeout: Some("5m".into()),
             idle_timeout: None,
@@ -373,7 +374,11 @@ mod tests {
         assert_eq!(data[secret_keys::TOKEN].0, b"tok");
         assert_eq!(data[secret_keys::VNC_PASSWORD].0, b"pw");
         let without = SessionPlan {
-            vnc_password: None,
+            target: Target::Vnc(VncTarget {
+                host: "10.0.0.5".into(),
+                port: 5910,
+                password: None,
+            }),
             ..plan()
         }
         .secret()
@@ -456,7 +461,11 @@ mod tests {
     #[test]
     fn a_named_host_pins_the_port_and_allows_dns() {
         let named = SessionPlan {
-            upstream_host: "hv.example".into(),
+            target: Target::Vnc(VncTarget {
+                host: "hv.example".into(),
+                port: 5910,
+                password: None,
+            }),
             ..plan()
         };
         let egress = named.network_policy().spec.unwrap().egress.unwrap();

@@ -36,6 +36,12 @@ struct PhaseLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    /// `ok`, or an upstream failure label (`bad-credentials`, ...).
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CategoryLabel {
     category: &'static str,
 }
@@ -48,6 +54,7 @@ pub struct Metrics {
     reconcile_errors: Family<CategoryLabel, Counter>,
     reconcile_duration: Histogram,
     phase_transitions: Family<PhaseLabel, Counter>,
+    ticket_mints: Family<OutcomeLabel, Histogram>,
 }
 
 impl Default for Metrics {
@@ -57,6 +64,14 @@ impl Default for Metrics {
         let reconcile_errors = Family::<CategoryLabel, Counter>::default();
         let reconcile_duration = Histogram::new(exponential_buckets(0.001, 2.0, 14));
         let phase_transitions = Family::<PhaseLabel, Counter>::default();
+        let ticket_mints = Family::<OutcomeLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.005, 2.0, 12))
+        });
+        registry.register(
+            "pve_ticket_mint_duration_seconds",
+            "Proxmox logins and ticket renewals, by outcome",
+            ticket_mints.clone(),
+        );
         registry.register(
             "reconciliations",
             "Reconciliations started",
@@ -83,6 +98,7 @@ impl Default for Metrics {
             reconcile_errors,
             reconcile_duration,
             phase_transitions,
+            ticket_mints,
         }
     }
 }
@@ -100,6 +116,13 @@ impl Drop for ReconcileTimer<'_> {
 }
 
 impl Metrics {
+    /// A Proxmox login or renewal: `outcome` is `ok` or a failure label.
+    pub fn ticket_minted(&self, outcome: &'static str, took: std::time::Duration) {
+        self.ticket_mints
+            .get_or_create(&OutcomeLabel { outcome })
+            .observe(took.as_secs_f64());
+    }
+
     pub fn reconcile_timer(&self) -> ReconcileTimer<'_> {
         self.reconciliations.inc();
         ReconcileTimer {

@@ -10,12 +10,16 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::{Resource, ResourceExt};
 use porthole_api::contract::secret_keys;
 use porthole_api::duration;
-use porthole_api::v1alpha1::{ConsoleSession, Hypervisor, SessionPhase};
+use porthole_api::v1alpha1::{
+    ConsoleSession, Hypervisor, ProxmoxHypervisor, SessionPhase, VncHypervisor,
+};
+use porthole_pve::tls::TlsSettings;
 
 use crate::config::Config;
 use crate::naming::child_name;
 use crate::resources::SessionPlan;
 use crate::status::{Reason, Verdict};
+use crate::target::{ProxmoxAuth, ProxmoxTarget, Target, VncTarget};
 
 /// What the reconciler read from the API before deciding anything.
 #[derive(Clone, Debug, Default)]
@@ -23,19 +27,48 @@ pub struct Observed {
     pub hypervisor: Option<Hypervisor>,
     /// Labels of the session's namespace, matched against `allowedNamespaces`.
     pub namespace_labels: BTreeMap<String, String>,
-    /// The VNC password, when the Hypervisor names a password Secret.
-    pub vnc_password: PasswordLookup,
+    /// The Hypervisor's credentials, read from the Secret it names.
+    pub credentials: Credentials,
     /// The session's own Secret, if it exists already (its token is kept).
     pub session_secret: Option<Secret>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq)]
-pub enum PasswordLookup {
+/// What the Hypervisor's credentials Secret holds. Debug output hides values.
+#[derive(Clone, Default, PartialEq)]
+pub enum Credentials {
+    /// A vnc Hypervisor without a password.
     #[default]
     NotConfigured,
-    Found(String),
+    VncPassword(String),
+    Proxmox(ProxmoxCredentials),
     /// The named Secret or key does not exist: the message says which.
     Missing(String),
+}
+
+#[derive(Clone, PartialEq)]
+pub enum ProxmoxCredentials {
+    Password {
+        username: String,
+        password: String,
+    },
+    /// `USER@REALM!TOKENID=SECRET`.
+    ApiToken(String),
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credentials::NotConfigured => f.write_str("NotConfigured"),
+            Credentials::VncPassword(_) => f.write_str("VncPassword(<redacted>)"),
+            Credentials::Proxmox(ProxmoxCredentials::Password { username, .. }) => {
+                write!(f, "ProxmoxPassword({username})")
+            }
+            Credentials::Proxmox(ProxmoxCredentials::ApiToken(_)) => {
+                f.write_str("ProxmoxApiToken(<redacted>)")
+            }
+            Credentials::Missing(what) => write!(f, "Missing({what})"),
+        }
+    }
 }
 
 /// Decides what to run for `session`, given a fresh token in case the session
@@ -72,38 +105,14 @@ pub fn plan(
         ));
     }
     let expires_at = expiry(session, hypervisor)?;
-    let Some(vnc) = &hypervisor.spec.vnc else {
-        return Err(Verdict::new(
-            SessionPhase::Failed,
-            Reason::InvalidSpec,
-            format!("Hypervisor {hv_name:?} is not a vnc Hypervisor"),
-        ));
-    };
-    let Some(port) = session.spec.vm.port else {
-        return Err(Verdict::new(
-            SessionPhase::Failed,
-            Reason::InvalidSpec,
-            format!("spec.vm.port is required for the vnc Hypervisor {hv_name:?}"),
-        ));
-    };
-    if !vnc.ports.contains(port) {
-        return Err(Verdict::new(
-            SessionPhase::Failed,
-            Reason::PortNotAllowed,
-            format!(
-                "port {port} is outside the range {}-{} that Hypervisor {hv_name:?} allows",
-                vnc.ports.first, vnc.ports.last
-            ),
-        ));
-    }
-    let vnc_password = match &observed.vnc_password {
-        PasswordLookup::NotConfigured => None,
-        PasswordLookup::Found(password) => Some(password.clone()),
-        PasswordLookup::Missing(what) => {
+    let target = match (&hypervisor.spec.vnc, &hypervisor.spec.proxmox) {
+        (Some(vnc), _) => vnc_target(session, vnc, &observed.credentials, hv_name)?,
+        (None, Some(pve)) => proxmox_target(session, pve, &observed.credentials, hv_name)?,
+        (None, None) => {
             return Err(Verdict::new(
-                SessionPhase::Pending,
-                Reason::CredentialsNotFound,
-                format!("the VNC password of Hypervisor {hv_name:?} is missing: {what}"),
+                SessionPhase::Failed,
+                Reason::InvalidSpec,
+                format!("Hypervisor {hv_name:?} sets neither vnc nor proxmox"),
             ));
         }
     };
@@ -122,14 +131,11 @@ pub fn plan(
         owner: session
             .controller_owner_ref(&())
             .expect("a ConsoleSession read from the API has a name and uid"),
-        upstream: host_port(&vnc.host, port),
-        upstream_host: vnc.host.clone(),
-        upstream_port: port,
-        vm_name: format!("{hv_name} port {port}"),
+        vm_name: target.describe(hv_name),
+        target,
         proxy_image: config.proxy_image.clone(),
         proxy_image_pull_policy: config.proxy_image_pull_policy.clone(),
         token,
-        vnc_password,
         expires_at,
         connect_timeout: session.spec.connect_timeout.clone(),
         idle_timeout: session.spec.idle_timeout.clone(),
@@ -211,12 +217,127 @@ pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, Stri
     labels_match && expressions_match
 }
 
-fn host_port(host: &str, port: u16) -> String {
-    if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
+fn invalid_spec(message: String) -> Verdict {
+    Verdict::new(SessionPhase::Failed, Reason::InvalidSpec, message)
+}
+
+fn missing_credentials(hv_name: &str, what: &str) -> Verdict {
+    // Not final: the platform team may create the Secret after the session.
+    Verdict::new(
+        SessionPhase::Pending,
+        Reason::CredentialsNotFound,
+        format!("the credentials of Hypervisor {hv_name:?} are missing: {what}"),
+    )
+}
+
+/// A plain VNC console: the session's port, inside the Hypervisor's range.
+fn vnc_target(
+    session: &ConsoleSession,
+    vnc: &VncHypervisor,
+    credentials: &Credentials,
+    hv_name: &str,
+) -> Result<Target, Verdict> {
+    let Some(port) = session.spec.vm.port else {
+        return Err(invalid_spec(format!(
+            "Hypervisor {hv_name:?} is a vnc Hypervisor: set spec.vm.port, not spec.vm.node and spec.vm.id"
+        )));
+    };
+    if !vnc.ports.contains(port) {
+        return Err(Verdict::new(
+            SessionPhase::Failed,
+            Reason::PortNotAllowed,
+            format!(
+                "port {port} is outside the range {}-{} that Hypervisor {hv_name:?} allows",
+                vnc.ports.first, vnc.ports.last
+            ),
+        ));
     }
+    let password = match credentials {
+        Credentials::NotConfigured => None,
+        Credentials::VncPassword(password) => Some(password.clone()),
+        Credentials::Missing(what) => return Err(missing_credentials(hv_name, what)),
+        Credentials::Proxmox(_) => {
+            return Err(missing_credentials(hv_name, "a VNC password was expected"));
+        }
+    };
+    Ok(Target::Vnc(VncTarget {
+        host: vnc.host.clone(),
+        port,
+        password,
+    }))
+}
+
+/// A Proxmox console: node and id, inside the Hypervisor's allowed ids.
+fn proxmox_target(
+    session: &ConsoleSession,
+    pve: &ProxmoxHypervisor,
+    credentials: &Credentials,
+    hv_name: &str,
+) -> Result<Target, Verdict> {
+    let vm = &session.spec.vm;
+    let (Some(node), Some(vmid)) = (&vm.node, vm.id) else {
+        return Err(invalid_spec(format!(
+            "Hypervisor {hv_name:?} is a proxmox Hypervisor: set spec.vm.node and spec.vm.id, not spec.vm.port"
+        )));
+    };
+    if let Some(ranges) = &pve.vm_ids
+        && !ranges.iter().any(|r| r.contains(vmid))
+    {
+        let allowed = ranges
+            .iter()
+            .map(|r| format!("{}-{}", r.first, r.last))
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(Verdict::new(
+            SessionPhase::Failed,
+            Reason::VmNotAllowed,
+            format!(
+                "VM {vmid} is not among the VM ids {allowed} that Hypervisor {hv_name:?} allows"
+            ),
+        ));
+    }
+    let url = porthole_pve::api::base_url(&pve.url)
+        .map_err(|e| invalid_spec(format!("Hypervisor {hv_name:?}: {e}")))?;
+    let host = url
+        .host_str()
+        .unwrap_or_default()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let port = url.port_or_known_default().unwrap_or(443);
+    let auth = match credentials {
+        Credentials::Proxmox(ProxmoxCredentials::Password { username, password }) => {
+            ProxmoxAuth::Login {
+                username: username.clone(),
+                password: password.clone(),
+            }
+        }
+        Credentials::Proxmox(ProxmoxCredentials::ApiToken(token)) => {
+            ProxmoxAuth::ApiToken(token.clone())
+        }
+        Credentials::Missing(what) => return Err(missing_credentials(hv_name, what)),
+        Credentials::NotConfigured | Credentials::VncPassword(_) => {
+            return Err(missing_credentials(
+                hv_name,
+                "Proxmox credentials were expected",
+            ));
+        }
+    };
+    let tls = pve.tls.clone().unwrap_or_default();
+    Ok(Target::Proxmox(ProxmoxTarget {
+        url: url.as_str().trim_end_matches('/').to_string(),
+        host,
+        port,
+        node: node.clone(),
+        kind: vm.kind.unwrap_or_default(),
+        vmid,
+        tls: TlsSettings {
+            ca_bundle: tls.ca_bundle,
+            fingerprint_sha256: tls.fingerprint_sha256,
+            insecure_skip_verify: tls.insecure_skip_verify.unwrap_or(false),
+        },
+        auth,
+    }))
 }
 
 #[cfg(test)]
@@ -282,7 +403,7 @@ mod tests {
     #[test]
     fn a_valid_session_gets_a_plan_pointing_at_its_hypervisor() {
         let plan = run(&session(Some(5912)), &observed()).unwrap();
-        assert_eq!(plan.upstream, "10.200.0.1:5912");
+        assert_eq!(plan.target.endpoint(), ("10.200.0.1", 5912));
         assert_eq!(plan.token, "fresh");
         assert_eq!(plan.owner.uid, "uid-1");
         assert_eq!(plan.child_name, "console-web");
@@ -317,6 +438,75 @@ mod tests {
         assert_eq!(verdict.reason, Reason::InvalidSpec);
     }
 
+    fn proxmox_observed() -> Observed {
+        let mut obs = observed();
+        let spec = &mut obs.hypervisor.as_mut().unwrap().spec;
+        spec.vnc = None;
+        spec.proxmox = Some(ProxmoxHypervisor {
+            url: "https://10.200.0.1:8006".into(),
+            credentials_secret_ref: porthole_api::v1alpha1::SecretRef {
+                namespace: "porthole-system".into(),
+                name: "pve".into(),
+            },
+            tls: Some(porthole_api::v1alpha1::ProxmoxTls {
+                fingerprint_sha256: Some(["AB"; 32].join(":")),
+                ..Default::default()
+            }),
+            vm_ids: Some(vec![porthole_api::v1alpha1::IdRange {
+                first: 100,
+                last: 199,
+            }]),
+        });
+        obs.credentials = Credentials::Proxmox(ProxmoxCredentials::Password {
+            username: "porthole@pve".into(),
+            password: "hunter2".into(),
+        });
+        obs
+    }
+
+    fn proxmox_session(id: u32) -> ConsoleSession {
+        let mut s = session(None);
+        s.spec.vm = VmRef {
+            node: Some("pve1".into()),
+            id: Some(id),
+            ..VmRef::default()
+        };
+        s
+    }
+
+    #[test]
+    fn a_proxmox_session_targets_the_api_and_waits_to_log_in() {
+        let plan = run(&proxmox_session(120), &proxmox_observed()).unwrap();
+        let Target::Proxmox(pve) = &plan.target else {
+            panic!("not a Proxmox target: {:?}", plan.target);
+        };
+        assert_eq!(plan.target.endpoint(), ("10.200.0.1", 8006));
+        assert_eq!((pve.node.as_str(), pve.vmid), ("pve1", 120));
+        assert_eq!(pve.url, "https://10.200.0.1:8006");
+        assert!(matches!(pve.auth, ProxmoxAuth::Login { .. }));
+        assert_eq!(plan.vm_name, "hv1 pve1/qemu 120");
+    }
+
+    #[test]
+    fn a_vm_id_outside_the_allowed_ranges_fails_and_says_which() {
+        let verdict = run(&proxmox_session(250), &proxmox_observed()).unwrap_err();
+        assert_eq!(
+            (verdict.phase, verdict.reason),
+            (SessionPhase::Failed, Reason::VmNotAllowed)
+        );
+        assert!(verdict.message.contains("100-199"), "{}", verdict.message);
+    }
+
+    #[test]
+    fn a_session_must_name_its_vm_the_way_its_hypervisor_does() {
+        let port_on_proxmox = run(&session(Some(5912)), &proxmox_observed()).unwrap_err();
+        assert_eq!(port_on_proxmox.reason, Reason::InvalidSpec);
+        assert!(port_on_proxmox.message.contains("spec.vm.node"));
+        let id_on_vnc = run(&proxmox_session(120), &observed()).unwrap_err();
+        assert_eq!(id_on_vnc.reason, Reason::InvalidSpec);
+        assert!(id_on_vnc.message.contains("spec.vm.port"));
+    }
+
     #[test]
     fn a_missing_hypervisor_waits() {
         let verdict = run(&session(Some(5912)), &Observed::default()).unwrap_err();
@@ -329,17 +519,11 @@ mod tests {
     #[test]
     fn a_missing_password_waits_and_says_which() {
         let mut obs = observed();
-        obs.vnc_password =
-            PasswordLookup::Missing("Secret porthole-system/vnc has no key password".into());
+        obs.credentials =
+            Credentials::Missing("Secret porthole-system/vnc has no key password".into());
         let verdict = run(&session(Some(5912)), &obs).unwrap_err();
         assert_eq!(verdict.reason, Reason::CredentialsNotFound);
         assert!(verdict.message.contains("porthole-system/vnc"));
-    }
-
-    #[test]
-    fn ipv6_hosts_are_bracketed() {
-        assert_eq!(host_port("fd00::5", 5910), "[fd00::5]:5910");
-        assert_eq!(host_port("hv.example", 5910), "hv.example:5910");
     }
 
     #[test]
