@@ -6,6 +6,7 @@
 pub mod config;
 pub mod context;
 pub mod controller;
+pub mod hypervisor;
 pub mod naming;
 pub mod proxmox;
 pub mod reconcile;
@@ -36,7 +37,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let ctx = Arc::new(context::Context::new(client.clone(), config, metrics));
     ready.store(true, Ordering::Relaxed);
     tokio::select! {
-        () = controller::run_controller(client, ctx) => Ok(()),
+        ((), ()) = futures::future::join(
+            controller::run_controller(client.clone(), ctx.clone()),
+            hypervisor::run_controller(client, ctx),
+        ) => Ok(()),
         result = http => Err(anyhow::anyhow!("the health endpoint stopped: {:?}", result)),
     }
 }
