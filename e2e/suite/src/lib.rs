@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cluster;
+pub mod pve;
 pub mod rfb;
 pub mod vm;
 

@@ -61,6 +61,8 @@ pub enum Refused {
 pub struct Console {
     ws: WebSocketStream<TcpStream>,
     pending: Vec<u8>,
+    /// Every byte the server sent, so tests can check what a viewer received.
+    received: Vec<u8>,
 }
 
 /// Opens the console WebSocket, offering `token` (if any) as the bearer subprotocol.
@@ -97,6 +99,7 @@ pub async fn open(url: &ConsoleUrl, token: Option<&str>) -> Result<Console, Refu
             Ok(Console {
                 ws,
                 pending: Vec::new(),
+                received: Vec::new(),
             })
         }
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
@@ -137,7 +140,10 @@ impl Console {
                 .context("timed out reading from the console")?
                 .context("console closed")??;
             match message {
-                Message::Binary(bytes) => self.pending.extend_from_slice(&bytes),
+                Message::Binary(bytes) => {
+                    self.received.extend_from_slice(&bytes);
+                    self.pending.extend_from_slice(&bytes);
+                }
                 Message::Close(frame) => bail!("console closed: {frame:?}"),
                 _ => {}
             }
@@ -245,6 +251,51 @@ impl Console {
                     self.read_exact(len).await?;
                 }
                 other => bail!("unexpected server message type {other}"),
+            }
+        }
+    }
+
+    /// Everything the server has sent so far.
+    pub fn received(&self) -> &[u8] {
+        &self.received
+    }
+
+    /// Presses and releases a key (an RFB KeyEvent pair).
+    pub async fn press_key(&mut self, keysym: u32) -> Result<()> {
+        for down in [1u8, 0] {
+            let mut event = vec![4, down, 0, 0];
+            event.extend_from_slice(&keysym.to_be_bytes());
+            self.send(event).await?;
+        }
+        Ok(())
+    }
+
+    /// Clicks the left button at (x, y) (an RFB PointerEvent pair).
+    pub async fn click(&mut self, x: u16, y: u16) -> Result<()> {
+        for buttons in [1u8, 0] {
+            let mut event = vec![5, buttons];
+            event.extend_from_slice(&x.to_be_bytes());
+            event.extend_from_slice(&y.to_be_bytes());
+            self.send(event).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the server to close the console and returns its close reason.
+    pub async fn close_reason(&mut self, timeout: Duration) -> Result<String> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let message = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .context("timed out waiting for the console to close")?;
+            match message {
+                Some(Ok(Message::Close(frame))) => {
+                    return Ok(frame.map(|f| f.reason.to_string()).unwrap_or_default());
+                }
+                Some(Ok(Message::Binary(bytes))) => self.received.extend_from_slice(&bytes),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => bail!("the console failed without a close frame: {e}"),
+                None => bail!("the console ended without a close frame"),
             }
         }
     }
