@@ -45,8 +45,9 @@ pub mod env {
     /// `HOST:PORT` of the VNC server to relay to (plain VNC hypervisors). Set
     /// either this or [`PVE_URL`].
     pub const UPSTREAM: &str = "PORTHOLE_UPSTREAM";
-    /// Proxmox: the API's base URL, `https://HOST:PORT` (no path). The proxy mints
-    /// a console (`vncproxy`) at every viewer connection and opens `vncwebsocket`.
+    /// Proxmox: the API's base URL, `https://HOST:PORT` (no path; without a
+    /// port, 443; Proxmox VE's own is 8006). The proxy mints a console
+    /// (`vncproxy`) at every viewer connection and opens `vncwebsocket`.
     pub const PVE_URL: &str = "PORTHOLE_PVE_URL";
     /// Proxmox: the node that runs the VM.
     pub const PVE_NODE: &str = "PORTHOLE_PVE_NODE";
@@ -185,9 +186,13 @@ pub enum UpstreamFailure {
     PermissionDenied,
     /// The hypervisor does not know this VM.
     VmNotFound,
-    /// The VM exists but is not running.
+    /// The VM exists but is not running. (Proxmox VE's QEMU `vncproxy` answers
+    /// for a stopped VM too; its console then closes at once, and the proxy
+    /// reads why from the console's task.)
     VmNotRunning,
-    /// The hypervisor's one-shot console listener was gone when the proxy came.
+    /// The hypervisor's one-shot console listener was gone when the proxy came
+    /// (Proxmox VE then never answers the `vncwebsocket` upgrade, or closes the
+    /// console before the VNC server speaks).
     ListenerTimeout,
     /// The hypervisor rejected the console ticket it had just issued.
     TicketRejected,

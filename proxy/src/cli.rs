@@ -1,7 +1,9 @@
 //! The command line: `porthole-proxy session` for pod mode, otherwise
 //! websockify's arguments.
 
+use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::process::{ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Parser, Subcommand};
 use porthole_api::contract::{self, EndReason};
@@ -10,7 +12,26 @@ use tracing_subscriber::EnvFilter;
 use crate::config::{SessionArgs, SessionConfig};
 use crate::replay::{self, ReplayArgs};
 use crate::session;
-use crate::websockify::{Websockify, WebsockifyArgs};
+use crate::websockify::{Websockify, WebsockifyArgs, exit};
+
+/// Exit statuses of standalone mode, for `--help` (kept in step with
+/// [`exit`] and proxy/README.md).
+const EXIT_STATUS_HELP: &str = "\
+Exit status (standalone mode):
+  0        stopped as asked: SIGTERM/SIGINT, --run-once, --timeout, --idle-timeout;
+           with -D, the proxy is listening in the background
+  1        cannot serve: cannot listen on the address, cannot start
+  2        bad command line or configuration (unknown option, missing target,
+           unloadable certificate, --ssl-only without one, --verify-client
+           without --cafile)
+  N        --wrap-mode=exit: the wrapped command's status (128+SIGNAL if killed)
+  126/127  the wrapped command cannot be run / was not found";
+
+/// What a background proxy (`-D`) writes on stderr once it listens; the
+/// process that started it then returns.
+const DAEMON_READY: &str = "\u{1}porthole-proxy: listening";
+/// Once set, logs go nowhere: a background proxy has no terminal.
+static DETACHED: AtomicBool = AtomicBool::new(false);
 
 #[derive(Debug, Parser)]
 #[command(
@@ -18,7 +39,8 @@ use crate::websockify::{Websockify, WebsockifyArgs};
     version,
     about = "WebSocket to VNC console proxy: porthole's session pods, or a websockify drop-in",
     args_conflicts_with_subcommands = true,
-    subcommand_negates_reqs = true
+    subcommand_negates_reqs = true,
+    after_help = EXIT_STATUS_HELP
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -38,7 +60,7 @@ pub enum Command {
 /// Runs the command line and says how the process should exit.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    if cli.command.is_none() && cli.websockify.daemon {
+    if cli.command.is_none() && cli.websockify.daemon && !cli.websockify.daemon_child {
         return daemonize();
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -93,46 +115,93 @@ async fn run_session(args: Box<SessionArgs>) -> ExitCode {
     }
 }
 
+/// Standalone mode. Errors that stop it from starting are one line on
+/// stderr, `porthole-proxy: error: ...`, whatever the log settings.
 async fn run_websockify(args: WebsockifyArgs) -> ExitCode {
-    let proxy = match Websockify::new(args) {
-        Ok(proxy) => proxy,
+    let daemon_child = args.daemon_child;
+    let started = async {
+        let proxy = Websockify::new(args)?;
+        let listener = proxy.bind().await?;
+        Ok::<_, crate::websockify::Error>((proxy, listener))
+    };
+    let (proxy, listener) = match started.await {
+        Ok(started) => started,
         Err(e) => {
-            tracing::error!("{e}");
-            return ExitCode::from(2);
+            eprintln!("porthole-proxy: error: {e}");
+            return ExitCode::from(e.exit_code());
         }
     };
-    match proxy.run(termination_signal()).await {
-        Ok(()) => ExitCode::SUCCESS,
+    if daemon_child {
+        // The process that started this one returns on this line; from here
+        // on nobody reads stderr.
+        let _ = writeln!(std::io::stderr(), "{DAEMON_READY}");
+        DETACHED.store(true, Ordering::SeqCst);
+    }
+    ExitCode::from(proxy.serve(listener, termination_signal()).await)
+}
+
+/// `-D`: starts this same command line again in the background (its own
+/// process group, no terminal) and returns once it listens, passing on what
+/// it logged until then; if it fails first, returns its status. Re-running
+/// instead of forking keeps the proxy free of `unsafe`.
+fn daemonize() -> ExitCode {
+    use std::os::unix::process::CommandExt;
+    // First, so that a wrapped command after `--` keeps its arguments.
+    let spawned = std::env::current_exe().and_then(|exe| {
+        std::process::Command::new(exe)
+            .arg("--daemon-child")
+            .args(std::env::args_os().skip(1))
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+    });
+    let mut child = match spawned {
+        Ok(child) => child,
         Err(e) => {
-            tracing::error!("{e}");
-            ExitCode::FAILURE
+            eprintln!("porthole-proxy: error: cannot start in the background: {e}");
+            return ExitCode::from(exit::FAILURE);
+        }
+    };
+    if let Some(stderr) = child.stderr.take() {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if line == DAEMON_READY {
+                eprintln!(
+                    "porthole-proxy: running in the background as process {}",
+                    child.id()
+                );
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("{line}");
+        }
+    }
+    match child.wait() {
+        Ok(status) => ExitCode::from(match crate::websockify::wrap::exit_code(&status) {
+            exit::OK => exit::FAILURE,
+            code => code,
+        }),
+        Err(e) => {
+            eprintln!("porthole-proxy: error: the background process failed: {e}");
+            ExitCode::from(exit::FAILURE)
         }
     }
 }
 
-/// `-D`: starts this same command line again without `-D`, detached in its
-/// own process group with no terminal, and returns at once. (Re-running
-/// instead of forking keeps the proxy free of `unsafe`.)
-fn daemonize() -> ExitCode {
-    use std::os::unix::process::CommandExt;
-    let args = std::env::args_os()
-        .skip(1)
-        .filter(|a| a != "-D" && a != "--daemon");
-    let spawned = std::env::current_exe().and_then(|exe| {
-        std::process::Command::new(exe)
-            .args(args)
-            .process_group(0)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-    });
-    match spawned {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("porthole-proxy: cannot start in the background: {e}");
-            ExitCode::FAILURE
+/// stderr, until a background proxy detaches.
+struct LogWriter;
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if DETACHED.load(Ordering::Relaxed) {
+            return Ok(buf.len());
         }
+        std::io::stderr().write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
     }
 }
 
@@ -143,7 +212,8 @@ pub fn init_logging(json: bool, verbose: bool) {
         .unwrap_or_else(|_| EnvFilter::new(if verbose { "debug" } else { "info" }));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(|| LogWriter);
     let _ = if json {
         builder.json().try_init()
     } else {

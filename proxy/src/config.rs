@@ -13,6 +13,7 @@ use porthole_api::contract::{self, env, secret_keys};
 use crate::admission::{UnknownPolicy, Viewers};
 use crate::auth::Token;
 use crate::lifetime::Limits;
+use crate::pve::{self, ApiUrl, Kind, trust::Fingerprint, trust::Trust};
 use crate::rfb::vnc_auth::VncPassword;
 
 /// Why pod mode cannot start.
@@ -26,6 +27,32 @@ pub enum Error {
     Read { path: PathBuf, source: io::Error },
     #[error("{var} must be HOST:PORT, not {0:?}", var = env::UPSTREAM)]
     BadUpstream(String),
+    #[error(
+        "no console to open: set {} (a VNC server, HOST:PORT) or {} (Proxmox VE, with {}, {} and {})",
+        env::UPSTREAM,
+        env::PVE_URL,
+        env::PVE_NODE,
+        env::PVE_VM_KIND,
+        env::PVE_VMID
+    )]
+    NoUpstream,
+    #[error("set {} or {}, not both", env::UPSTREAM, env::PVE_URL)]
+    TwoUpstreams,
+    #[error(
+        "{var} is set but {} is not: it only applies to Proxmox VE",
+        env::PVE_URL
+    )]
+    PveOnly { var: &'static str },
+    #[error("{} is set, so {var} is required", env::PVE_URL)]
+    PveMissing { var: &'static str },
+    #[error(
+        "set {} or {}, not both",
+        env::PVE_FINGERPRINT,
+        env::PVE_INSECURE_SKIP_VERIFY
+    )]
+    PinAndInsecure,
+    #[error("{0}")]
+    PveCredentials(#[from] pve::credentials::Error),
 }
 
 /// A value parser whose errors name `var`: in a pod, a bad value comes from
@@ -58,15 +85,70 @@ fn policy(text: &str) -> Result<Viewers, String> {
     text.parse().map_err(|e: UnknownPolicy| e.to_string())
 }
 
+fn api_url(text: &str) -> Result<ApiUrl, String> {
+    text.parse()
+}
+
+fn vm_kind(text: &str) -> Result<Kind, String> {
+    text.parse()
+}
+
+/// Proxmox VE's VMID range.
+fn vmid(text: &str) -> Result<u32, String> {
+    text.parse()
+        .ok()
+        .filter(|id| (100..=999_999_999).contains(id))
+        .ok_or_else(|| format!("must be a VM id from 100 to 999999999, not {text:?}"))
+}
+
+fn fingerprint(text: &str) -> Result<Fingerprint, String> {
+    text.parse()
+        .map_err(|e: pve::trust::BadFingerprint| e.to_string())
+}
+
+/// A cluster node name: a host name.
+fn node(text: &str) -> Result<String, String> {
+    let valid = !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
+    if valid {
+        Ok(text.to_string())
+    } else {
+        Err(format!("must be a node name such as pve1, not {text:?}"))
+    }
+}
+
 /// `porthole-proxy session`: serve one console session in a proxy pod.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SessionArgs {
     /// Address to serve HTTP and WebSocket on.
     #[arg(long, env = env::LISTEN, default_value_t = SocketAddr::from(([0, 0, 0, 0], contract::PROXY_PORT)))]
     pub listen: SocketAddr,
-    /// HOST:PORT of the VNC server.
+    /// HOST:PORT of the VNC server (plain VNC hypervisors). Set this or --pve-url.
     #[arg(long, env = env::UPSTREAM)]
-    pub upstream: String,
+    pub upstream: Option<String>,
+    /// Proxmox VE: the API's base URL, https://HOST:PORT. A console is minted
+    /// at every viewer connection.
+    #[arg(long, env = env::PVE_URL, value_name = "URL", value_parser = named(env::PVE_URL, api_url))]
+    pub pve_url: Option<ApiUrl>,
+    /// Proxmox VE: the node that runs the VM.
+    #[arg(long, env = env::PVE_NODE, value_name = "NODE", value_parser = named(env::PVE_NODE, node))]
+    pub pve_node: Option<String>,
+    /// Proxmox VE: `qemu` or `lxc`.
+    #[arg(long, env = env::PVE_VM_KIND, value_name = "KIND", value_parser = named(env::PVE_VM_KIND, vm_kind))]
+    pub pve_vm_kind: Option<Kind>,
+    /// Proxmox VE: the VM id.
+    #[arg(long, env = env::PVE_VMID, value_name = "VMID", value_parser = named(env::PVE_VMID, vmid))]
+    pub pve_vmid: Option<u32>,
+    /// Proxmox VE: accept only the API certificate with this SHA-256
+    /// fingerprint (AA:BB:...). Without it, the CA bundle `pve-ca.crt` from
+    /// the session directory verifies the API, or else the public web PKI.
+    #[arg(long, env = env::PVE_FINGERPRINT, value_name = "SHA256", value_parser = named(env::PVE_FINGERPRINT, fingerprint))]
+    pub pve_fingerprint: Option<Fingerprint>,
+    /// Proxmox VE: do not verify the API's certificate at all (insecure).
+    #[arg(long, env = env::PVE_INSECURE_SKIP_VERIFY, action = ArgAction::SetTrue, value_parser = named(env::PVE_INSECURE_SKIP_VERIFY, boolean))]
+    pub pve_insecure_skip_verify: bool,
     /// Directory holding the session Secret's keys as files.
     #[arg(long, env = env::SESSION_DIR, default_value = contract::SESSION_SECRET_MOUNT)]
     pub session_dir: PathBuf,
@@ -82,10 +164,11 @@ pub struct SessionArgs {
     /// Where to write the end reason on exit.
     #[arg(long, default_value = contract::TERMINATION_MESSAGE_PATH)]
     pub termination_message_path: PathBuf,
-    /// Give up dialling the VNC server after this long.
+    /// Give up dialling the VNC server (or connecting to Proxmox VE) after this long.
     #[arg(long, default_value = "10s", value_parser = duration)]
     pub upstream_connect_timeout: Duration,
-    /// Give up on an HTTP request head or an RFB handshake after this long.
+    /// Give up on an HTTP request head, a Proxmox VE API call or an RFB
+    /// handshake after this long.
     #[arg(long, default_value = "10s", value_parser = duration)]
     pub handshake_timeout: Duration,
     /// Open connections (HTTP and WebSocket) at most; more wait to be accepted.
@@ -124,22 +207,43 @@ impl SessionArgs {
     }
 }
 
+/// Which console a session opens.
+#[derive(Debug, Clone)]
+pub enum Upstream {
+    /// A VNC server, dialled directly.
+    Vnc {
+        /// `HOST:PORT`.
+        addr: String,
+        password: Option<VncPassword>,
+    },
+    /// A Proxmox VE guest, minted at every viewer connection.
+    Proxmox(Box<pve::Settings>),
+}
+
+impl std::fmt::Display for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Upstream::Vnc { addr, .. } => write!(f, "vnc://{addr}"),
+            Upstream::Proxmox(settings) => write!(f, "Proxmox VE {settings}"),
+        }
+    }
+}
+
 /// Everything pod mode runs on, loaded and checked.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
     pub args: SessionArgs,
     pub token: Token,
-    pub vnc_password: Option<VncPassword>,
+    pub upstream: Upstream,
 }
 
 impl SessionConfig {
-    /// Reads the session Secret's files: the token must be there, the VNC
-    /// password may be.
+    /// Reads the session Secret's files: the token must be there; the VNC
+    /// password may be; a Proxmox VE session needs its identity (checked
+    /// here, and read again at every viewer connection).
     pub fn load(args: SessionArgs) -> Result<Self, Error> {
-        if !has_port(&args.upstream) {
-            return Err(Error::BadUpstream(args.upstream));
-        }
         let dir = &args.session_dir;
+        let upstream = upstream(&args)?;
         let token = read_key(dir, secret_keys::TOKEN)?.ok_or_else(|| Error::MissingKey {
             key: secret_keys::TOKEN,
             dir: dir.clone(),
@@ -152,13 +256,73 @@ impl SessionConfig {
                 dir: dir.clone(),
             });
         }
-        let vnc_password =
-            read_key(dir, secret_keys::VNC_PASSWORD)?.map(|p| VncPassword::new(strip_line_end(&p)));
+        let upstream = match upstream {
+            Target::Vnc(addr) => Upstream::Vnc {
+                addr,
+                password: read_key(dir, secret_keys::VNC_PASSWORD)?
+                    .map(|p| VncPassword::new(strip_line_end(&p))),
+            },
+            Target::Proxmox(settings) => {
+                pve::credentials::read(dir)?;
+                Upstream::Proxmox(settings)
+            }
+        };
         Ok(Self {
             token: Token::new(token),
-            vnc_password,
+            upstream,
             args,
         })
+    }
+}
+
+/// The upstream the environment names, before any file is read.
+enum Target {
+    Vnc(String),
+    Proxmox(Box<pve::Settings>),
+}
+
+fn upstream(args: &SessionArgs) -> Result<Target, Error> {
+    let pve_only = [
+        (env::PVE_NODE, args.pve_node.is_some()),
+        (env::PVE_VM_KIND, args.pve_vm_kind.is_some()),
+        (env::PVE_VMID, args.pve_vmid.is_some()),
+        (env::PVE_FINGERPRINT, args.pve_fingerprint.is_some()),
+        (env::PVE_INSECURE_SKIP_VERIFY, args.pve_insecure_skip_verify),
+    ];
+    match (&args.upstream, &args.pve_url) {
+        (Some(_), Some(_)) => Err(Error::TwoUpstreams),
+        (None, None) => Err(Error::NoUpstream),
+        (Some(addr), None) => {
+            if let Some((var, _)) = pve_only.iter().find(|(_, set)| *set) {
+                return Err(Error::PveOnly { var });
+            }
+            if !has_port(addr) {
+                return Err(Error::BadUpstream(addr.clone()));
+            }
+            Ok(Target::Vnc(addr.clone()))
+        }
+        (None, Some(url)) => {
+            let missing = |var| Error::PveMissing { var };
+            let trust = match (args.pve_fingerprint, args.pve_insecure_skip_verify) {
+                (Some(_), true) => return Err(Error::PinAndInsecure),
+                (Some(pin), false) => Trust::Pin(pin),
+                (None, true) => Trust::InsecureSkipVerify,
+                (None, false) => Trust::Default,
+            };
+            Ok(Target::Proxmox(Box::new(pve::Settings {
+                url: url.clone(),
+                node: args
+                    .pve_node
+                    .clone()
+                    .ok_or_else(|| missing(env::PVE_NODE))?,
+                kind: args.pve_vm_kind.ok_or_else(|| missing(env::PVE_VM_KIND))?,
+                vmid: args.pve_vmid.ok_or_else(|| missing(env::PVE_VMID))?,
+                trust,
+                session_dir: args.session_dir.clone(),
+                connect_timeout: args.upstream_connect_timeout,
+                request_timeout: args.handshake_timeout,
+            })))
+        }
     }
 }
 
@@ -219,7 +383,10 @@ mod tests {
         std::fs::write(dir.join("vnc-password"), "pw word\n").unwrap();
         let config = SessionConfig::load(args(&dir, "vnc.example:5901")).unwrap();
         assert!(config.token.matches(b"abc123"));
-        assert_eq!(config.vnc_password, Some(VncPassword::new("pw word")));
+        assert!(matches!(
+            config.upstream,
+            Upstream::Vnc { password: Some(p), .. } if p == VncPassword::new("pw word")
+        ));
         assert_eq!(config.args.listen.port(), contract::PROXY_PORT);
     }
 
@@ -237,7 +404,10 @@ mod tests {
         ));
         std::fs::write(dir.join("token"), "t").unwrap();
         let config = SessionConfig::load(args(&dir, "10.0.0.1:5900")).unwrap();
-        assert_eq!(config.vnc_password, None);
+        assert!(matches!(
+            config.upstream,
+            Upstream::Vnc { password: None, .. }
+        ));
     }
 
     fn parse(extra: &[&str]) -> Result<SessionArgs, String> {
@@ -289,6 +459,127 @@ mod tests {
             let error = parse(&[arg]).unwrap_err();
             assert!(error.contains(var), "{arg}: {error}");
         }
+    }
+
+    fn pve(dir: &Path, extra: &[&str]) -> Result<SessionConfig, String> {
+        let base = [
+            "test",
+            "--session-dir",
+            dir.to_str().unwrap(),
+            "--pve-url=https://pve.example:8006",
+            "--pve-node=pve1",
+            "--pve-vm-kind=qemu",
+            "--pve-vmid=100",
+        ];
+        // An argument in `extra` replaces the base one of the same flag.
+        let flag = |arg: &str| arg.split('=').next().unwrap_or_default().to_string();
+        let base = base
+            .into_iter()
+            .filter(|arg| !extra.iter().any(|e| flag(e) == flag(arg)));
+        let cli =
+            Cli::try_parse_from(base.chain(extra.iter().copied())).map_err(|e| e.to_string())?;
+        SessionConfig::load(cli.args).map_err(|e| e.to_string())
+    }
+
+    fn pve_dir(name: &str) -> PathBuf {
+        let dir = temp_dir(name);
+        std::fs::write(dir.join("token"), "t").unwrap();
+        std::fs::write(dir.join("pve-ticket"), "PVE:porthole@pve:6745A1B2::c2ln").unwrap();
+        std::fs::write(dir.join("pve-csrf-token"), "6745A1B2:abc").unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_proxmox_session() {
+        let dir = pve_dir("pve");
+        let config = pve(&dir, &["--pve-fingerprint", &["AB"; 32].join(":")]).unwrap();
+        let Upstream::Proxmox(settings) = &config.upstream else {
+            panic!("{:?}", config.upstream);
+        };
+        assert_eq!(settings.url.to_string(), "https://pve.example:8006");
+        assert_eq!(
+            (settings.node.as_str(), settings.kind, settings.vmid),
+            ("pve1", Kind::Qemu, 100)
+        );
+        assert!(matches!(settings.trust, Trust::Pin(_)));
+        assert_eq!(
+            config.upstream.to_string(),
+            "Proxmox VE https://pve.example:8006 node pve1 qemu/100"
+        );
+        let lxc = pve(&dir, &["--pve-vm-kind=lxc"]).unwrap();
+        assert!(
+            matches!(&lxc.upstream, Upstream::Proxmox(s) if s.kind == Kind::Lxc && s.trust == Trust::Default)
+        );
+        // An API token instead of a ticket.
+        std::fs::remove_file(dir.join("pve-ticket")).unwrap();
+        std::fs::write(dir.join("pve-api-token"), "porthole@pve!console=s3cret").unwrap();
+        pve(&dir, &[]).unwrap();
+    }
+
+    #[test]
+    fn exactly_one_upstream_fully_described() {
+        let dir = pve_dir("pve-errors");
+        let none = Cli::try_parse_from(["test", "--session-dir", dir.to_str().unwrap()]).unwrap();
+        let error = SessionConfig::load(none.args).unwrap_err().to_string();
+        assert!(
+            error.contains(env::UPSTREAM) && error.contains(env::PVE_URL),
+            "{error}"
+        );
+        for (extra, expected) in [
+            (&["--upstream=h:5900"][..], "not both"),
+            (
+                &[
+                    "--pve-insecure-skip-verify",
+                    "--pve-fingerprint",
+                    &["AB"; 32].join(":"),
+                ][..],
+                "not both",
+            ),
+            (&["--pve-url=http://pve.example:8006"][..], env::PVE_URL),
+            (&["--pve-vm-kind=vm"][..], env::PVE_VM_KIND),
+            (&["--pve-vmid=99"][..], env::PVE_VMID),
+            (&["--pve-vmid=abc"][..], env::PVE_VMID),
+            (&["--pve-node=a/b"][..], env::PVE_NODE),
+            (&["--pve-fingerprint=AB:CD"][..], env::PVE_FINGERPRINT),
+        ] {
+            let error = pve(&dir, extra).unwrap_err();
+            assert!(error.contains(expected), "{extra:?}: {error}");
+        }
+        let partial = Cli::try_parse_from([
+            "test",
+            "--session-dir",
+            dir.to_str().unwrap(),
+            "--pve-url=https://pve.example:8006",
+            "--pve-node=pve1",
+            "--pve-vmid=100",
+        ])
+        .unwrap();
+        let error = SessionConfig::load(partial.args).unwrap_err().to_string();
+        assert!(error.contains(env::PVE_VM_KIND), "{error}");
+        let stray = Cli::try_parse_from([
+            "test",
+            "--session-dir",
+            dir.to_str().unwrap(),
+            "--upstream=h:5900",
+            "--pve-vmid=100",
+        ])
+        .unwrap();
+        let error = SessionConfig::load(stray.args).unwrap_err().to_string();
+        assert!(
+            error.contains(env::PVE_VMID) && error.contains("only applies"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_proxmox_session_needs_its_identity_at_start() {
+        let dir = pve_dir("pve-identity");
+        std::fs::remove_file(dir.join("pve-csrf-token")).unwrap();
+        let error = pve(&dir, &[]).unwrap_err();
+        assert!(error.contains("pve-csrf-token"), "{error}");
+        std::fs::remove_file(dir.join("pve-ticket")).unwrap();
+        let error = pve(&dir, &[]).unwrap_err();
+        assert!(error.contains("no Proxmox VE credential"), "{error}");
     }
 
     #[test]

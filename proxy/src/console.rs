@@ -1,7 +1,15 @@
-//! Opening a console for one viewer in pod mode: dial the VNC server, finish
-//! its security handshake with the session's password, then give the browser a
-//! handshake of its own that needs no password. What follows is relayed.
+//! Opening a console for one viewer in pod mode: reach the VNC server (dial
+//! it, or have Proxmox VE mint a console and open its WebSocket), finish its
+//! security handshake with the password, then give the browser a handshake of
+//! its own that needs no password. What follows is relayed.
+//!
+//! Both kinds of upstream end up as one byte stream ([`Io`]): a TCP
+//! connection, or Proxmox VE's `vncwebsocket` seen through
+//! [`pve::websocket::ByteStream`]. So the RFB handshake below and the whole
+//! relay (bounded buffers, input parsing, metrics, teardown) are the same
+//! code for both; only reaching the server and naming its failures differ.
 
+use std::fmt;
 use std::io;
 use std::time::Duration;
 
@@ -14,6 +22,8 @@ use tokio_tungstenite::tungstenite::{self, Message};
 
 use porthole_api::contract::UpstreamFailure;
 
+use crate::metrics::Metrics;
+use crate::pve;
 use crate::rfb::vnc_auth::VncPassword;
 use crate::rfb::{Step, browser, upstream};
 
@@ -32,6 +42,8 @@ pub enum Error {
     #[error("the VNC server at {0} did not finish the RFB handshake in time")]
     UpstreamTimeout(String),
     #[error("{0}")]
+    Proxmox(#[from] pve::Error),
+    #[error("{0}")]
     BrowserHandshake(#[from] browser::Error),
     #[error("the viewer's WebSocket failed during the RFB handshake: {0}")]
     Browser(#[from] tungstenite::Error),
@@ -49,6 +61,7 @@ impl Error {
             Error::UpstreamHandshake(
                 upstream::Error::AuthFailed(_) | upstream::Error::PasswordRequired,
             ) => UpstreamFailure::VncAuthentication,
+            Error::Proxmox(e) => e.failure(),
             _ => UpstreamFailure::Protocol,
         }
     }
@@ -63,13 +76,21 @@ impl Error {
                 | Error::UpstreamHandshake(_)
                 | Error::UpstreamIo { .. }
                 | Error::UpstreamTimeout(_)
+                | Error::Proxmox(_)
         )
     }
 }
 
-/// Where and how to reach the VNC server.
+/// Where a session's consoles come from.
+#[derive(Debug)]
+pub enum Upstream {
+    Vnc(Vnc),
+    Proxmox(Box<pve::Client>),
+}
+
+/// Where and how to reach a VNC server.
 #[derive(Debug, Clone)]
-pub struct Upstream {
+pub struct Vnc {
     /// `HOST:PORT`.
     pub addr: String,
     pub password: Option<VncPassword>,
@@ -77,45 +98,35 @@ pub struct Upstream {
     pub handshake_timeout: Duration,
 }
 
+/// A byte stream to a VNC server, whatever carries it.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
 /// A console ready to relay.
-#[derive(Debug)]
 pub struct Opened {
-    pub upstream: TcpStream,
+    pub upstream: Box<dyn Io>,
     /// Browser bytes read past its handshake (ClientInit, usually).
     pub pending: BytesMut,
 }
 
 /// Opens the console: the VNC server first, so a viewer never sees a console
 /// that cannot work, then the browser.
-pub async fn open<S>(ws: &mut WebSocketStream<S>, target: &Upstream) -> Result<Opened, Error>
+pub async fn open<S>(
+    ws: &mut WebSocketStream<S>,
+    target: &Upstream,
+    handshake_timeout: Duration,
+    metrics: &Metrics,
+) -> Result<Opened, Error>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut upstream =
-        tokio::time::timeout(target.connect_timeout, TcpStream::connect(&target.addr))
+    let (upstream, leftover) = match target {
+        Upstream::Vnc(vnc) => open_vnc(vnc).await?,
+        Upstream::Proxmox(client) => open_proxmox(client, handshake_timeout, metrics)
             .await
-            .map_err(|_| Error::ConnectTimeout(target.addr.clone()))?
-            .map_err(|source| Error::Connect {
-                addr: target.addr.clone(),
-                source,
-            })?;
-    if let Err(e) = upstream.set_nodelay(true) {
-        tracing::debug!(error = %e, "cannot set TCP_NODELAY upstream");
-    }
-    let mut handshake = upstream::Handshake::new(target.password.clone());
-    let leftover = tokio::time::timeout(
-        target.handshake_timeout,
-        upstream_handshake(&mut upstream, &mut handshake, &target.addr),
-    )
-    .await
-    .map_err(|_| Error::UpstreamTimeout(target.addr.clone()))??;
-    tracing::debug!(
-        version = ?handshake.version(),
-        security = ?handshake.security(),
-        "VNC server handshake done"
-    );
-
-    let pending = tokio::time::timeout(target.handshake_timeout, browser_handshake(ws))
+            .inspect_err(|e| metrics.pve_failed(e.failure()))?,
+    };
+    let pending = tokio::time::timeout(handshake_timeout, browser_handshake(ws))
         .await
         .map_err(|_| Error::BrowserTimeout)??;
     // A server should wait for ClientInit, but pass on anything it sent early.
@@ -125,25 +136,122 @@ where
     Ok(Opened { upstream, pending })
 }
 
-async fn upstream_handshake(
-    stream: &mut TcpStream,
-    handshake: &mut upstream::Handshake,
-    addr: &str,
-) -> Result<BytesMut, Error> {
-    let io_error = |source| Error::UpstreamIo {
-        addr: addr.to_string(),
-        source,
-    };
-    let mut buf = BytesMut::with_capacity(1024);
-    loop {
-        match handshake.step(&mut buf)? {
-            Step::Send(bytes) => stream.write_all(&bytes).await.map_err(io_error)?,
-            Step::Done => return Ok(buf),
-            Step::NeedMore => {
-                if stream.read_buf(&mut buf).await.map_err(io_error)? == 0 {
-                    return Err(io_error(io::ErrorKind::UnexpectedEof.into()));
-                }
+async fn open_vnc(target: &Vnc) -> Result<(Box<dyn Io>, BytesMut), Error> {
+    let mut stream = tokio::time::timeout(target.connect_timeout, TcpStream::connect(&target.addr))
+        .await
+        .map_err(|_| Error::ConnectTimeout(target.addr.clone()))?
+        .map_err(|source| Error::Connect {
+            addr: target.addr.clone(),
+            source,
+        })?;
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "cannot set TCP_NODELAY upstream");
+    }
+    let leftover = tokio::time::timeout(
+        target.handshake_timeout,
+        upstream_handshake(&mut stream, target.password.clone()),
+    )
+    .await
+    .map_err(|_| Error::UpstreamTimeout(target.addr.clone()))?
+    .map_err(|failure| match failure {
+        Failure::Rfb(e) => Error::UpstreamHandshake(e),
+        Failure::Io { source, .. } => Error::UpstreamIo {
+            addr: target.addr.clone(),
+            source,
+        },
+    })?;
+    Ok((Box::new(stream), leftover))
+}
+
+/// Mints and opens a Proxmox VE console, then answers its VNC authentication
+/// with the password minted with it. Failures say what they mean for
+/// Proxmox VE: a rejected password is a rejected ticket; a console that
+/// closes before its VNC server speaks is explained by its task (a stopped
+/// VM, a listener that timed out).
+async fn open_proxmox(
+    client: &pve::Client,
+    handshake_timeout: Duration,
+    metrics: &Metrics,
+) -> Result<(Box<dyn Io>, BytesMut), pve::Error> {
+    let mut console = client.open(metrics).await?;
+    let handshake = tokio::time::timeout(
+        handshake_timeout,
+        upstream_handshake(&mut console.stream, Some(console.password.clone())),
+    )
+    .await
+    .map_err(|_| {
+        pve::Error::Rfb(format!(
+            "the VNC server did not finish the RFB handshake within {handshake_timeout:?}"
+        ))
+    })?;
+    match handshake {
+        Ok(leftover) => Ok((Box::new(console.stream), leftover)),
+        Err(Failure::Rfb(upstream::Error::AuthFailed(reason))) => {
+            Err(pve::Error::VncAuthentication(reason))
+        }
+        Err(Failure::Io { received: 0, .. }) => {
+            Err(client.closed_at_once(console.upid.as_deref()).await)
+        }
+        Err(other) => Err(pve::Error::Rfb(other.to_string())),
+    }
+}
+
+/// How the RFB handshake with the VNC server failed.
+#[derive(Debug)]
+enum Failure {
+    Rfb(upstream::Error),
+    /// The stream failed or ended after `received` bytes.
+    Io {
+        source: io::Error,
+        received: usize,
+    },
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Rfb(e) => e.fmt(f),
+            Failure::Io { source, .. } => {
+                write!(f, "the connection failed during the handshake: {source}")
             }
+        }
+    }
+}
+
+async fn upstream_handshake<S>(
+    stream: &mut S,
+    password: Option<VncPassword>,
+) -> Result<BytesMut, Failure>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut handshake = upstream::Handshake::new(password);
+    let mut buf = BytesMut::with_capacity(1024);
+    let mut received = 0;
+    let io = |source, received| Failure::Io { source, received };
+    loop {
+        match handshake.step(&mut buf).map_err(Failure::Rfb)? {
+            Step::Send(bytes) => {
+                stream
+                    .write_all(&bytes)
+                    .await
+                    .map_err(|e| io(e, received))?;
+                // A WebSocket or TLS upstream buffers until flushed.
+                stream.flush().await.map_err(|e| io(e, received))?;
+            }
+            Step::Done => {
+                tracing::debug!(
+                    version = ?handshake.version(),
+                    security = ?handshake.security(),
+                    "VNC server handshake done"
+                );
+                return Ok(buf);
+            }
+            Step::NeedMore => match stream.read_buf(&mut buf).await {
+                Ok(0) => return Err(io(io::ErrorKind::UnexpectedEof.into(), received)),
+                Ok(n) => received += n,
+                Err(e) => return Err(io(e, received)),
+            },
         }
     }
 }

@@ -20,6 +20,8 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 
+use crate::relay::End;
+
 pub type Body = Full<Bytes>;
 /// The browser's WebSocket once upgraded.
 pub type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
@@ -133,6 +135,29 @@ where
         .await
 }
 
+/// The close frame that tells a viewer why its relay ended: 1000 when
+/// either side closed, 1001 when the proxy stops, 1002 for a protocol
+/// violation (unmasked or malformed frames), 1003 for text messages, 1007 for
+/// text that is not UTF-8, 1009 for a frame or message over
+/// `--max-message-size`, 1011 otherwise.
+pub fn relay_close_frame(end: &End) -> CloseFrame {
+    use tokio_tungstenite::tungstenite::Error as Ws;
+    let code = match end {
+        End::ViewerLeft | End::UpstreamClosed => CloseCode::Normal,
+        End::Stopped => CloseCode::Away,
+        End::TextMessage => CloseCode::Unsupported,
+        End::Viewer(Ws::Protocol(_)) => CloseCode::Protocol,
+        End::Viewer(Ws::Capacity(_)) => CloseCode::Size,
+        End::Viewer(Ws::Utf8(_)) => CloseCode::Invalid,
+        _ => CloseCode::Error,
+    };
+    let reason = match code {
+        CloseCode::Normal | CloseCode::Away => String::new(),
+        _ => end.to_string(),
+    };
+    close_frame(code, &reason)
+}
+
 /// A close frame whose reason fits the 123 bytes a control frame allows.
 pub fn close_frame(code: CloseCode, reason: &str) -> CloseFrame {
     let mut end = reason.len().min(123);
@@ -142,5 +167,39 @@ pub fn close_frame(code: CloseCode, reason: &str) -> CloseFrame {
     CloseFrame {
         code,
         reason: reason[..end].into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_tungstenite::tungstenite;
+    use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
+
+    #[test]
+    fn a_relay_end_tells_the_viewer_its_close_code() {
+        let code = |end: End| relay_close_frame(&end).code;
+        assert_eq!(code(End::ViewerLeft), CloseCode::Normal);
+        assert_eq!(code(End::UpstreamClosed), CloseCode::Normal);
+        assert_eq!(code(End::Stopped), CloseCode::Away);
+        assert_eq!(code(End::TextMessage), CloseCode::Unsupported);
+        let unmasked = tungstenite::Error::Protocol(ProtocolError::UnmaskedFrameFromClient);
+        assert_eq!(code(End::Viewer(unmasked)), CloseCode::Protocol);
+        let big = tungstenite::Error::Capacity(CapacityError::MessageTooLong {
+            size: 2,
+            max_size: 1,
+        });
+        assert_eq!(code(End::Viewer(big)), CloseCode::Size);
+        let io = std::io::Error::other("reset");
+        assert_eq!(code(End::Upstream(io)), CloseCode::Error);
+        assert!(relay_close_frame(&End::ViewerLeft).reason.is_empty());
+    }
+
+    #[test]
+    fn close_reasons_fit_a_control_frame() {
+        let long = "é".repeat(100);
+        let frame = close_frame(CloseCode::Error, &long);
+        assert!(frame.reason.len() <= 123);
+        assert!(long.starts_with(frame.reason.as_str()));
     }
 }

@@ -17,6 +17,7 @@ pub mod http;
 pub mod lifetime;
 pub mod metrics;
 pub mod page;
+pub mod pve;
 pub mod recording;
 pub mod relay;
 pub mod replay;

@@ -2,12 +2,15 @@
 //! no client can grow the series count.
 
 use std::sync::atomic::AtomicU64;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use porthole_api::contract::UpstreamFailure;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 /// The content type of [`Metrics::encode`]'s output.
@@ -77,6 +80,12 @@ pub struct ReasonLabels {
     pub reason: &'static str,
 }
 
+/// A label holding an [`UpstreamFailure::label`]: one of a fixed ten.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FailureLabels {
+    pub failure: &'static str,
+}
+
 /// Everything the proxy counts.
 #[derive(Debug)]
 pub struct Metrics {
@@ -89,6 +98,10 @@ pub struct Metrics {
     session_seconds: Gauge<f64, AtomicU64>,
     pub connections_ended: Family<ReasonLabels, Counter>,
     pub session_end: Family<ReasonLabels, Gauge>,
+    /// Proxmox VE: how long `vncproxy` took to mint a console.
+    pub pve_mint_seconds: Histogram,
+    /// Proxmox VE: consoles that could not be minted or opened, by kind.
+    pub pve_mint_failures: Family<FailureLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -106,6 +119,9 @@ impl Metrics {
         let session_seconds = Gauge::default();
         let connections_ended = Family::default();
         let session_end = Family::default();
+        // 10 ms to about 20 s: Proxmox VE starts a worker for every console.
+        let pve_mint_seconds = Histogram::new(exponential_buckets(0.01, 2.0, 12));
+        let pve_mint_failures = Family::default();
 
         let mut registry = Registry::with_prefix("porthole_proxy");
         registry.register(
@@ -139,6 +155,16 @@ impl Metrics {
             "1 for the reason the session ended, once it has",
             session_end.clone(),
         );
+        registry.register(
+            "pve_mint_seconds",
+            "Proxmox VE: seconds vncproxy took to mint a console for a viewer",
+            pve_mint_seconds.clone(),
+        );
+        registry.register(
+            "pve_mint_failures",
+            "Proxmox VE: consoles that could not be minted or opened (vncproxy, vncwebsocket, VNC authentication), by failure kind",
+            pve_mint_failures.clone(),
+        );
         Self {
             registry,
             started: Instant::now(),
@@ -149,7 +175,21 @@ impl Metrics {
             session_seconds,
             connections_ended,
             session_end,
+            pve_mint_seconds,
+            pve_mint_failures,
         }
+    }
+
+    pub fn pve_minted(&self, took: Duration) {
+        self.pve_mint_seconds.observe(took.as_secs_f64());
+    }
+
+    pub fn pve_failed(&self, failure: UpstreamFailure) {
+        self.pve_mint_failures
+            .get_or_create(&FailureLabels {
+                failure: failure.label(),
+            })
+            .inc();
     }
 
     pub fn add_bytes(&self, direction: Direction, n: usize) {
@@ -202,6 +242,8 @@ mod tests {
                 reason: "viewer-left",
             })
             .inc();
+        m.pve_minted(Duration::from_millis(300));
+        m.pve_failed(UpstreamFailure::VmNotRunning);
         let text = m.encode();
         for line in [
             "porthole_proxy_relayed_bytes_total{direction=\"upstream\"} 10",
@@ -212,6 +254,9 @@ mod tests {
             "porthole_proxy_input_events_total{kind=\"pointer\"} 3",
             "porthole_proxy_connections_ended_total{reason=\"viewer-left\"} 1",
             "porthole_proxy_session_seconds ",
+            "porthole_proxy_pve_mint_seconds_count 1",
+            "porthole_proxy_pve_mint_seconds_bucket{le=\"0.32\"} 1",
+            "porthole_proxy_pve_mint_failures_total{failure=\"vm-not-running\"} 1",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }

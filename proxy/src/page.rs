@@ -145,5 +145,12 @@ mod tests {
         let failed = EndReason::upstream_failed(UpstreamFailure::Protocol, "").to_string();
         let prefix = failed.split(':').next().unwrap_or_default();
         assert!(script.contains(&format!("\"{prefix}:\"")));
+        // Each kind of upstream failure has words of its own.
+        for failure in UpstreamFailure::ALL {
+            assert!(
+                script.contains(&format!("\"{}\":", failure.label())),
+                "{failure}"
+            );
+        }
     }
 }

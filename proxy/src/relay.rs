@@ -109,12 +109,21 @@ where
             observer.relayed(Direction::Downstream, &chunk);
         }
     };
-    tokio::select! {
+    let end = tokio::select! {
         end = to_upstream => end.unwrap_or_else(|e| e),
         end = to_browser => end.unwrap_or_else(|e| e),
         () = stop.cancelled() => End::Stopped,
+    };
+    // Say goodbye to a server still there: a FIN for TCP, a close frame for
+    // a WebSocket. One that stopped reading does not hold up the end.
+    if !matches!(end, End::UpstreamClosed | End::Upstream(_)) {
+        let _ = tokio::time::timeout(SHUTDOWN, up_write.shutdown()).await;
     }
+    end
 }
+
+/// How long the upstream gets to take its goodbye.
+const SHUTDOWN: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The browser-to-server direction's state between messages.
 struct Filter {

@@ -28,13 +28,13 @@ use tracing::Instrument;
 
 use crate::admission::{Admission, Refused, Ticket};
 use crate::auth::{Offered, RateLimiter};
-use crate::config::SessionConfig;
+use crate::config::{SessionConfig, Upstream};
 use crate::http::{self as web, Body, Socket, close_frame};
 use crate::lifetime::{Activity, Limits, Verdict};
 use crate::metrics::{self, AuthFailure, Direction, Metrics, ReasonLabels};
 use crate::relay::{self, End, Observer};
 use crate::rfb::client_messages::{self, Input, Parser};
-use crate::{assets, console, page, server, termination};
+use crate::{assets, console, page, pve, server, termination};
 
 /// Failed token checks allowed at once, and how fast they come back.
 const AUTH_BURST: u32 = 10;
@@ -92,11 +92,16 @@ pub struct Session {
 impl Session {
     pub fn new(config: SessionConfig) -> Arc<Self> {
         let args = &config.args;
-        let upstream = console::Upstream {
-            addr: args.upstream.clone(),
-            password: config.vnc_password.clone(),
-            connect_timeout: args.upstream_connect_timeout,
-            handshake_timeout: args.handshake_timeout,
+        let upstream = match &config.upstream {
+            Upstream::Vnc { addr, password } => console::Upstream::Vnc(console::Vnc {
+                addr: addr.clone(),
+                password: password.clone(),
+                connect_timeout: args.upstream_connect_timeout,
+                handshake_timeout: args.handshake_timeout,
+            }),
+            Upstream::Proxmox(settings) => {
+                console::Upstream::Proxmox(Box::new(pve::Client::new((**settings).clone())))
+            }
         };
         Arc::new(Self {
             page: page::Page {
@@ -149,7 +154,7 @@ impl Session {
     ) -> EndReason {
         let args = &self.config.args;
         let span = tracing::info_span!("session", namespace = %args.namespace, name = %args.name);
-        tracing::info!(parent: &span, listen = %args.listen, upstream = %args.upstream, "serving console");
+        tracing::info!(parent: &span, listen = %args.listen, upstream = %self.config.upstream, "serving console");
         let accept = {
             let session = self.clone();
             async move {
@@ -418,7 +423,12 @@ impl Session {
     /// Opens the console and relays it until either side or the session ends.
     async fn relay(&self, ws: &mut Socket) -> Result<End, console::Error> {
         let opened = tokio::select! {
-            opened = console::open(ws, &self.upstream) => opened?,
+            opened = console::open(
+                ws,
+                &self.upstream,
+                self.config.args.handshake_timeout,
+                &self.metrics,
+            ) => opened?,
             () = self.stop.cancelled() => return Ok(End::Stopped),
         };
         let parser = Parser::new(

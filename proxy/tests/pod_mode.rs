@@ -123,7 +123,7 @@ async fn a_wrong_vnc_password_ends_the_session_as_upstream_failed() {
         .unwrap();
     let reason = RfbClient::new(ws).closed().await;
     assert!(
-        reason.starts_with("upstream-failed: VNC authentication failed"),
+        reason.starts_with("upstream-failed: vnc-authentication: VNC authentication failed"),
         "{reason}"
     );
 
@@ -131,7 +131,7 @@ async fn a_wrong_vnc_password_ends_the_session_as_upstream_failed() {
     assert_eq!(code, Some(1));
     let message = proxy.termination_message().expect("a termination message");
     assert!(
-        message.starts_with("upstream-failed: VNC authentication failed"),
+        message.starts_with("upstream-failed: vnc-authentication: VNC authentication failed"),
         "{message}"
     );
     for secret in ["wrong-pw", "right-pw", TOKEN] {
@@ -271,14 +271,14 @@ async fn an_unreachable_vnc_server_ends_the_session_as_upstream_failed() {
         .unwrap();
     let reason = RfbClient::new(ws).closed().await;
     assert!(
-        reason.starts_with("upstream-failed: cannot connect"),
+        reason.starts_with("upstream-failed: unreachable: cannot connect"),
         "{reason}"
     );
     let (code, _) = proxy.exited().await;
     assert_eq!(code, Some(1));
     let message = proxy.termination_message().unwrap();
     assert!(
-        message.starts_with("upstream-failed: cannot connect to the VNC server"),
+        message.starts_with("upstream-failed: unreachable: cannot connect to the VNC server"),
         "{message}"
     );
 }

@@ -22,6 +22,21 @@ const minutes = (seconds) => {
   return m === 1 ? "1 minute" : `${m} minutes`;
 };
 
+// Why the hypervisor would not give the console, by failure kind.
+const failures = {
+  "unreachable": "The hypervisor cannot be reached.",
+  "tls-verification":
+    "The hypervisor's TLS certificate is not the one configured, so porthole did not connect.",
+  "bad-credentials": "The hypervisor rejected porthole's credentials.",
+  "permission-denied": "porthole's hypervisor account may not open this VM's console.",
+  "vm-not-found": "The hypervisor does not know this VM.",
+  "vm-not-running": "The VM is not running. Start it, then ask for a new console.",
+  "listener-timeout": "The hypervisor's console was gone before porthole could connect to it.",
+  "ticket-rejected": "The hypervisor rejected the console ticket it had just issued.",
+  "vnc-authentication": "The VM's VNC server rejected the console password.",
+  "protocol": "The hypervisor answered in a way porthole does not understand.",
+};
+
 // Close reasons the proxy sends (its end reasons and refusals), in words.
 function explain(reason) {
   const idle = Number(settings.idleSeconds);
@@ -38,7 +53,13 @@ function explain(reason) {
   if (reason in fixed) return fixed[reason];
   const failed = "upstream-failed:";
   if (reason.startsWith(failed)) {
-    return `The VM's console could not be reached: ${reason.slice(failed.length).trim()}`;
+    // "upstream-failed: KIND: DETAIL" (the detail may be cut short).
+    const rest = reason.slice(failed.length).trim();
+    const colon = rest.indexOf(":");
+    const kind = colon < 0 ? rest : rest.slice(0, colon);
+    const detail = colon < 0 ? "" : rest.slice(colon + 1).trim();
+    if (kind in failures) return detail ? `${failures[kind]} (${detail})` : failures[kind];
+    return `The VM's console could not be reached: ${rest}`;
   }
   return reason;
 }

@@ -4,6 +4,10 @@
 //! relays WebSocket connections to the target as websockify does: no RFB
 //! termination, subprotocol `binary` (or none), TLS sniffed from the first byte
 //! when a certificate is present, static files with `--web`.
+//!
+//! # Exit status
+//!
+//! [`exit`] holds the codes; `proxy/README.md` and `--help` list them.
 
 pub mod files;
 pub mod target;
@@ -13,7 +17,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,7 +26,7 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::upgrade::OnUpgrade;
-use porthole_api::contract::BINARY_SUBPROTOCOL;
+use porthole_api::contract::{BINARY_SUBPROTOCOL, TOKEN_SUBPROTOCOL_PREFIX};
 use rustls::ClientConfig;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::OwnedSemaphorePermit;
@@ -34,7 +38,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use self::target::{Destination, Io};
-use crate::auth::Offered;
+use crate::auth::{Offered, RateLimiter};
 use crate::http::{self as web, Body, close_frame};
 use crate::metrics::Direction;
 use crate::recording::Recorder;
@@ -43,6 +47,32 @@ use crate::{server, tls};
 
 /// How long open connections get once the proxy stops.
 const DRAIN: Duration = Duration::from_secs(3);
+/// Failed token checks (`--token-source`) allowed at once, and how fast they
+/// come back.
+const TOKEN_BURST: u32 = 10;
+const TOKEN_REFILL: Duration = Duration::from_secs(2);
+
+/// The process's exit status in standalone mode, for scripts.
+pub mod exit {
+    /// Stopped as asked: SIGTERM or SIGINT, `--run-once` after its
+    /// connection, `--timeout`, `--idle-timeout`; with `-D`, the proxy is
+    /// listening in the background. In `--wrap-mode=exit`, the command's own
+    /// status replaces it.
+    pub const OK: u8 = 0;
+    /// It could not serve: the address is in use or not ours, the runtime
+    /// or the background process would not start.
+    pub const FAILURE: u8 = 1;
+    /// A bad command line or configuration: an unknown option, a missing
+    /// target, a certificate or key that does not load, `--ssl-only`
+    /// without a certificate, `--verify-client` without `--cafile`.
+    pub const USAGE: u8 = 2;
+    /// The wrapped command exists but cannot be run.
+    pub const CANNOT_EXECUTE: u8 = 126;
+    /// The wrapped command was not found.
+    pub const NOT_FOUND: u8 = 127;
+    /// Added to the signal number when a signal killed the wrapped command.
+    pub const SIGNALLED: u8 = 128;
+}
 
 /// Why standalone mode cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +100,16 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// The exit status it ends the process with.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Bind { .. } => exit::FAILURE,
+            _ => exit::USAGE,
+        }
+    }
+}
+
 fn duration(text: &str) -> Result<Duration, String> {
     porthole_api::duration::parse(text).map_err(|e| e.to_string())
 }
@@ -95,16 +135,18 @@ pub struct WebsockifyArgs {
     /// is the localhost port it must listen on.
     #[arg(last = true, value_name = "WRAP_COMMAND_LINE")]
     pub wrap: Vec<String>,
-    /// Log more.
+    /// Log more: each request and connection (debug level).
     #[arg(short, long)]
     pub verbose: bool,
-    /// Handle a single WebSocket connection, then exit.
+    /// Handle a single WebSocket connection, then exit; other WebSocket
+    /// connections meanwhile are refused (503).
     #[arg(long)]
     pub run_once: bool,
-    /// Exit after this many seconds once no connection is open.
+    /// Stop accepting connections this many seconds after starting, and
+    /// exit once none is open.
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<u64>,
-    /// Exit after this many seconds without any open connection.
+    /// Exit once no connection has been open for this many seconds.
     #[arg(long, value_name = "SECONDS")]
     pub idle_timeout: Option<u64>,
     /// Serve files from DIR beside the WebSocket.
@@ -116,6 +158,11 @@ pub struct WebsockifyArgs {
     /// PEM private key, when not in the certificate file.
     #[arg(long)]
     pub key: Option<PathBuf>,
+    /// How often to check whether the certificate or key file changed (a
+    /// Kubernetes Secret volume swaps a symlink); new connections get the
+    /// new certificate.
+    #[arg(long, default_value = "5s", value_parser = duration, value_name = "DURATION")]
+    pub cert_reload_interval: Duration,
     /// Refuse plain connections.
     #[arg(long)]
     pub ssl_only: bool,
@@ -128,10 +175,15 @@ pub struct WebsockifyArgs {
     /// Record each connection's frames to FILE.N.
     #[arg(long, value_name = "FILE")]
     pub record: Option<PathBuf>,
-    /// Detach and run in the background.
+    /// Run in the background: returns once the proxy listens (status 0), or
+    /// with the status it failed with.
     #[arg(short = 'D', long)]
     pub daemon: bool,
-    /// What to do when a wrapped command exits.
+    /// Set by `-D` on the process it starts in the background.
+    #[arg(long, hide = true)]
+    pub daemon_child: bool,
+    /// What to do when a wrapped command exits: `exit` with its status,
+    /// `ignore` it, or `respawn` it.
     #[arg(long, value_enum, default_value_t = WrapMode::Exit)]
     pub wrap_mode: WrapMode,
     /// Require clients to present a certificate signed by --cafile.
@@ -144,7 +196,9 @@ pub struct WebsockifyArgs {
     #[arg(long, value_name = "PLUGIN")]
     pub token_plugin: Option<String>,
     /// A file, or a directory of files, of `token: host:port` lines; the
-    /// client names its target with `?token=`.
+    /// client names its target with `?token=` (or the subprotocol
+    /// `bearer.porthole.dev.TOKEN`). Unknown tokens get 401, and after a
+    /// burst of them 429.
     #[arg(long, visible_alias = "token-file", value_name = "FILE_OR_DIR")]
     pub token_source: Option<PathBuf>,
     /// Give up dialling the target after this long.
@@ -173,12 +227,20 @@ pub struct Websockify {
     listen: SocketAddr,
     targets: Targets,
     tls: Option<TlsAcceptor>,
+    certificates: Option<Arc<tls::CertificateFiles>>,
     target_tls: Option<Arc<ClientConfig>>,
     wrapped: Option<wrap::Wrapped>,
+    limiter: RateLimiter,
     started: Instant,
     active: AtomicUsize,
     last_active: Mutex<Instant>,
     next_id: AtomicU64,
+    /// `--run-once`: whether the one WebSocket connection has arrived.
+    claimed: AtomicBool,
+    /// The wrapped command's status, when it ends the proxy.
+    exit_code: Mutex<Option<u8>>,
+    /// Cancelled to stop accepting (`--timeout`); `stop` cancels it too.
+    accepting: CancellationToken,
     stop: CancellationToken,
     tasks: TaskTracker,
 }
@@ -213,42 +275,49 @@ impl Websockify {
             }
             (None, None, None, None) => return Err(Error::MissingTarget),
         };
-        let tls = if args.cert.exists() {
+        let (tls, certificates) = if args.cert.exists() {
             let key = args.key.as_deref().unwrap_or(&args.cert);
             let ca = match (args.verify_client, &args.cafile) {
                 (true, Some(ca)) => Some(ca.as_path()),
                 (true, None) => return Err(Error::MissingCaFile),
                 (false, _) => None,
             };
-            Some(TlsAcceptor::from(tls::server_config(&args.cert, key, ca)?))
+            let files = tls::CertificateFiles::load(&args.cert, key)?;
+            let config = tls::server_config(files.clone(), ca)?;
+            (Some(TlsAcceptor::from(config)), Some(files))
         } else if args.ssl_only {
             return Err(Error::MissingCertificate(args.cert.clone()));
         } else {
-            None
+            (None, None)
         };
         let target_tls = args
             .ssl_target
             .then(tls::unverified_client_config)
             .transpose()?;
+        let stop = CancellationToken::new();
         Ok(Arc::new(Self {
             args,
             listen,
             targets,
             tls,
+            certificates,
             target_tls,
             wrapped,
+            limiter: RateLimiter::new(TOKEN_BURST, TOKEN_REFILL),
             started: Instant::now(),
             active: AtomicUsize::new(0),
             last_active: Mutex::new(Instant::now()),
             next_id: AtomicU64::new(1),
-            stop: CancellationToken::new(),
+            claimed: AtomicBool::new(false),
+            exit_code: Mutex::new(None),
+            accepting: stop.child_token(),
+            stop,
             tasks: TaskTracker::new(),
         }))
     }
 
-    /// Listens and relays until `shutdown`, `--run-once`, `--timeout` or
-    /// `--idle-timeout` says to stop.
-    pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    /// Binds the listening address.
+    pub async fn bind(&self) -> Result<TcpListener, Error> {
         let listener = TcpListener::bind(self.listen)
             .await
             .map_err(|source| Error::Bind {
@@ -263,23 +332,54 @@ impl Websockify {
             web = ?self.args.web,
             "websockify listening"
         );
+        Ok(listener)
+    }
+
+    /// Listens and relays until `shutdown`, `--run-once`, `--timeout`,
+    /// `--idle-timeout` or the wrapped command says to stop; returns the
+    /// exit status.
+    pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) -> Result<u8, Error> {
+        let listener = self.bind().await?;
+        Ok(self.serve(listener, shutdown).await)
+    }
+
+    /// [`run`](Self::run) on a bound listener.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> u8 {
         let accept = {
             let this = self.clone();
             async move {
                 server::accept_loop(
                     &listener,
                     this.args.max_connections,
-                    &this.stop,
+                    &this.accepting,
                     |stream, peer, permit| this.connection(stream, peer, permit),
                 )
                 .await;
+                // Dropping the listener refuses new connections from here on.
+                drop(listener);
             }
         };
         self.tasks.spawn(accept);
         self.tasks.spawn(self.clone().watch_timeouts());
-        if let Some(wrapped) = self.wrapped.clone() {
+        if let Some(certificates) = self.certificates.clone() {
             self.tasks
-                .spawn(wrapped.supervise(self.args.wrap_mode, self.stop.clone()));
+                .spawn(certificates.watch(self.args.cert_reload_interval, self.stop.clone()));
+        }
+        if let Some(wrapped) = self.wrapped.clone() {
+            let this = self.clone();
+            self.tasks.spawn(async move {
+                let status = wrapped
+                    .supervise(this.args.wrap_mode, this.stop.clone())
+                    .await;
+                if let Some(code) = status {
+                    *this.exit_code.lock().unwrap_or_else(|e| e.into_inner()) = Some(code);
+                    this.stop.cancel();
+                }
+            });
         }
         tokio::select! {
             () = shutdown => self.stop.cancel(),
@@ -292,11 +392,16 @@ impl Websockify {
         {
             tracing::warn!("connections still open after {DRAIN:?}; leaving anyway");
         }
-        Ok(())
+        self.exit_code
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or(exit::OK)
     }
 
-    /// websockify's `--timeout` and `--idle-timeout`: both wait for no open
-    /// connection; the first counts from start, the second from the last close.
+    /// websockify's `--timeout` and `--idle-timeout`. `--timeout` stops
+    /// accepting once it has passed since the start and exits when no
+    /// connection is left; `--idle-timeout` exits once no connection has
+    /// been open for that long.
     async fn watch_timeouts(self: Arc<Self>) {
         let timeout = self.args.timeout.map(Duration::from_secs);
         let idle = self.args.idle_timeout.map(Duration::from_secs);
@@ -309,11 +414,16 @@ impl Websockify {
                 _ = tick.tick() => {}
                 () = self.stop.cancelled() => return,
             }
+            let timed_out = timeout.is_some_and(|t| self.started.elapsed() >= t);
+            if timed_out && !self.accepting.is_cancelled() {
+                tracing::info!("--timeout: no longer accepting connections");
+                self.accepting.cancel();
+            }
             if self.active.load(Ordering::SeqCst) > 0 {
                 continue;
             }
             let last_active = *self.last_active.lock().unwrap_or_else(|e| e.into_inner());
-            if timeout.is_some_and(|t| self.started.elapsed() >= t) {
+            if timed_out {
                 tracing::info!("exiting: --timeout");
                 return self.stop.cancel();
             }
@@ -402,25 +512,15 @@ impl Websockify {
         peer: SocketAddr,
         permit: Arc<OwnedSemaphorePermit>,
     ) -> Response<Body> {
+        // The path only: with --token-source the query holds a token.
+        tracing::debug!(method = %req.method(), path = req.uri().path(), "request");
         if web::is_websocket(&req) {
-            let destination = match &self.targets {
-                Targets::Fixed(destination) => destination.clone(),
-                Targets::Tokens(source) => {
-                    let token = req.uri().query().and_then(token_from_query);
-                    match token.and_then(|t| target::lookup_token(source, &t)) {
-                        Some(destination) => destination,
-                        None => {
-                            tracing::info!(%peer, "refused: unknown or missing token");
-                            return web::text(StatusCode::UNAUTHORIZED, "unknown token\n");
-                        }
-                    }
-                }
+            let destination = match self.destination(&req, peer) {
+                Ok(destination) => destination,
+                Err(response) => return response,
             };
             let offered = Offered::from_headers(req.headers());
-            let any_offered = req
-                .headers()
-                .contains_key(http::header::SEC_WEBSOCKET_PROTOCOL);
-            let protocol = match (offered.binary, any_offered) {
+            let protocol = match (offered.binary, offers_others(req.headers())) {
                 (true, _) => Some(BINARY_SUBPROTOCOL),
                 (false, false) => None,
                 (false, true) => {
@@ -430,6 +530,13 @@ impl Websockify {
                     );
                 }
             };
+            if self.args.run_once && self.claimed.swap(true, Ordering::SeqCst) {
+                tracing::info!(%peer, "refused: --run-once already has its connection");
+                return web::text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "--run-once: already serving its one connection\n",
+                );
+            }
             return match web::accept(&mut req, protocol) {
                 Ok((response, on_upgrade)) => {
                     let viewer = self.clone().viewer(on_upgrade, destination, permit);
@@ -437,7 +544,13 @@ impl Websockify {
                         .spawn(viewer.instrument(tracing::info_span!("viewer", %peer)));
                     response
                 }
-                Err(response) => response,
+                Err(response) => {
+                    // Not a usable upgrade: the one connection is still to come.
+                    if self.args.run_once {
+                        self.claimed.store(false, Ordering::SeqCst);
+                    }
+                    response
+                }
             };
         }
         match (&self.args.web, req.method()) {
@@ -448,8 +561,60 @@ impl Websockify {
         }
     }
 
+    /// Where a WebSocket goes: the fixed target, or the one its token names.
+    /// A token check that fails counts against a rate limit, so guessing is
+    /// slow; tokens are never logged.
+    #[allow(clippy::result_large_err)]
+    fn destination(
+        &self,
+        req: &Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Result<Destination, Response<Body>> {
+        let source = match &self.targets {
+            Targets::Fixed(destination) => return Ok(destination.clone()),
+            Targets::Tokens(source) => source,
+        };
+        let now = std::time::Instant::now();
+        if !self.limiter.allows(now) {
+            tracing::warn!(%peer, "refused: too many unknown tokens");
+            let mut response =
+                web::text(StatusCode::TOO_MANY_REQUESTS, "too many failed attempts\n");
+            response.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from(TOKEN_REFILL.as_secs()),
+            );
+            return Err(response);
+        }
+        let token = req.uri().query().and_then(token_from_query).or_else(|| {
+            Offered::from_headers(req.headers())
+                .token
+                .map(str::to_string)
+        });
+        match token.and_then(|t| target::lookup_token(source, &t)) {
+            Some(destination) => Ok(destination),
+            None => {
+                self.limiter.failed(now);
+                tracing::info!(%peer, "refused: unknown or missing token");
+                Err(web::text(StatusCode::UNAUTHORIZED, "unknown token\n"))
+            }
+        }
+    }
+
     async fn viewer(
         self: Arc<Self>,
+        on_upgrade: OnUpgrade,
+        destination: Destination,
+        permit: Arc<OwnedSemaphorePermit>,
+    ) {
+        self.relay_viewer(on_upgrade, destination, permit).await;
+        if self.args.run_once {
+            tracing::info!("exiting: --run-once");
+            self.stop.cancel();
+        }
+    }
+
+    async fn relay_viewer(
+        self: &Arc<Self>,
         on_upgrade: OnUpgrade,
         destination: Destination,
         _permit: Arc<OwnedSemaphorePermit>,
@@ -481,12 +646,7 @@ impl Websockify {
                 )
                 .await;
                 tracing::info!(end = %end, "relay ended");
-                match end {
-                    relay::End::ViewerLeft | relay::End::UpstreamClosed | relay::End::Stopped => {
-                        close_frame(CloseCode::Normal, "")
-                    }
-                    other => close_frame(CloseCode::Error, &other.to_string()),
-                }
+                web::relay_close_frame(&end)
             }
             Ok(Err(e)) => {
                 tracing::warn!(target = ?destination, error = %e, "cannot connect to the target");
@@ -497,12 +657,23 @@ impl Websockify {
                 close_frame(CloseCode::Error, "timed out connecting to the target")
             }
         };
+        // A viewer that stopped reading must not hold the connection open.
         let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(Some(frame))).await;
-        if self.args.run_once {
-            tracing::info!("exiting: --run-once");
-            self.stop.cancel();
-        }
     }
+}
+
+/// Whether the client offered a subprotocol other than `binary` and
+/// porthole's bearer token.
+fn offers_others(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(http::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .any(|p| {
+            !p.is_empty() && p != BINARY_SUBPROTOCOL && !p.starts_with(TOKEN_SUBPROTOCOL_PREFIX)
+        })
 }
 
 /// An open connection, counted for `--timeout` and `--idle-timeout`.

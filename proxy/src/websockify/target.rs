@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
+use subtle::ConstantTimeEq;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UnixStream};
 use tokio_rustls::TlsConnector;
@@ -111,21 +112,28 @@ pub fn lookup_token(source: &Path, token: &str) -> Option<Destination> {
     })
 }
 
+/// The target of `token` in a TokenFile's text. Every line is compared, in
+/// constant time, so how long a lookup takes says nothing about how close a
+/// guess came.
 fn find_token(text: &str, token: &str) -> Option<Destination> {
-    text.lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty() && !line.starts_with('#'))
-        .find_map(|line| {
-            let (name, target) = line.split_once(':')?;
-            if name.trim() != token {
-                return None;
-            }
+    let mut found = None;
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((name, target)) = line.split_once(':') else {
+            continue;
+        };
+        let matches = bool::from(name.trim().as_bytes().ct_eq(token.as_bytes()));
+        if matches && found.is_none() {
             let target = target.trim();
-            Some(match target.strip_prefix("unix_socket:") {
-                Some(path) => Destination::Unix(PathBuf::from(path.trim())),
-                None => Destination::Tcp(parse_target(target).ok()?),
-            })
-        })
+            found = Some(match target.strip_prefix("unix_socket:") {
+                Some(path) => Some(Destination::Unix(PathBuf::from(path.trim()))),
+                None => parse_target(target).ok().map(Destination::Tcp),
+            });
+        }
+    }
+    found.flatten()
 }
 
 #[cfg(test)]

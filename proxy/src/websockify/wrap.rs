@@ -9,14 +9,15 @@
 //! {port}`); a program that cannot be, websockify's rebind.so still suits.
 
 use std::net::{SocketAddr, TcpListener};
-use std::process::Stdio;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use tokio::process::Command;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::WrapMode;
+use super::{WrapMode, exit};
 
 /// The environment variable holding the port the wrapped command must listen on.
 pub const PORT_ENV: &str = "PORTHOLE_WRAP_PORT";
@@ -64,9 +65,11 @@ impl Wrapped {
     }
 
     /// Runs the command until `stop`, following `mode` when it exits:
-    /// `exit` stops the proxy, `ignore` leaves it relaying to nothing,
-    /// `respawn` starts the command again.
-    pub async fn supervise(self, mode: WrapMode, stop: CancellationToken) {
+    /// `exit` returns the status the proxy should exit with (the command's),
+    /// `ignore` leaves the proxy relaying to nothing, `respawn` starts the
+    /// command again. A command that cannot be started at all ends the proxy
+    /// with a shell's status for that (127 not found, 126 otherwise).
+    pub async fn supervise(self, mode: WrapMode, stop: CancellationToken) -> Option<u8> {
         loop {
             let started = Instant::now();
             let spawned = Command::new(&self.program)
@@ -79,27 +82,42 @@ impl Wrapped {
                 Ok(child) => child,
                 Err(e) => {
                     tracing::error!(program = %self.program, error = %e, "cannot start the wrapped command");
-                    return stop.cancel();
+                    return Some(match e.kind() {
+                        std::io::ErrorKind::NotFound => exit::NOT_FOUND,
+                        _ => exit::CANNOT_EXECUTE,
+                    });
                 }
             };
             tracing::info!(program = %self.program, port = self.addr.port(), "started the wrapped command");
             let status = tokio::select! {
                 status = child.wait() => status,
-                () = stop.cancelled() => return,
+                () = stop.cancelled() => return None,
             };
             tracing::info!(status = ?status, ?mode, "the wrapped command exited");
             match mode {
-                WrapMode::Exit => return stop.cancel(),
-                WrapMode::Ignore => return,
+                WrapMode::Exit => {
+                    return Some(status.map_or(exit::FAILURE, |status| exit_code(&status)));
+                }
+                WrapMode::Ignore => return None,
                 WrapMode::Respawn => {
                     let again = started + RESPAWN_DELAY;
                     tokio::select! {
                         () = tokio::time::sleep_until(again) => {}
-                        () = stop.cancelled() => return,
+                        () = stop.cancelled() => return None,
                     }
                 }
             }
         }
+    }
+}
+
+/// A child's status as a shell reports it: its exit code, or 128 plus the
+/// signal that killed it.
+pub fn exit_code(status: &ExitStatus) -> u8 {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => (code & 0xff) as u8,
+        (None, Some(signal)) => exit::SIGNALLED.wrapping_add((signal & 0x7f) as u8),
+        (None, None) => exit::FAILURE,
     }
 }
 
@@ -114,5 +132,12 @@ mod tests {
         assert_eq!(wrapped.program, "x11vnc");
         assert_eq!(wrapped.args[1], wrapped.addr.port().to_string());
         assert!(wrapped.addr.ip().is_loopback());
+    }
+
+    #[test]
+    fn statuses_as_a_shell_reports_them() {
+        assert_eq!(exit_code(&ExitStatus::from_raw(0)), 0);
+        assert_eq!(exit_code(&ExitStatus::from_raw(3 << 8)), 3);
+        assert_eq!(exit_code(&ExitStatus::from_raw(15)), 128 + 15);
     }
 }

@@ -710,3 +710,405 @@ impl Process {
         .await;
     }
 }
+
+// ---------------------------------------------------------------------------
+// Standalone (websockify) mode: more processes, TLS material, raw clients.
+// ---------------------------------------------------------------------------
+
+/// `porthole-proxy ARGS...` with only `env` in its environment and stderr
+/// piped, for tests that need the process itself (exit codes, logs, -D).
+pub fn proxy_command(args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_porthole-proxy"));
+    command
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+/// Runs `porthole-proxy ARGS...` to its end: exit code and stderr.
+pub async fn proxy_status(args: &[&str]) -> (Option<i32>, String) {
+    let output = tokio::time::timeout(DEADLINE, proxy_command(args, &[]).output())
+        .await
+        .expect("the proxy exits")
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Waits until `addr` accepts TCP connections.
+pub async fn accepting(addr: SocketAddr) {
+    eventually("a listener", || async move {
+        TcpStream::connect(addr).await.ok()
+    })
+    .await;
+}
+
+/// A QEMU VM whose VNC server listens on a Unix socket (no TCP port at all).
+pub struct UnixQemu {
+    child: Child,
+    pub socket: PathBuf,
+    _dir: TempDir,
+}
+
+impl UnixQemu {
+    pub async fn start() -> Self {
+        let dir = TempDir::new("qemu-unix");
+        let socket = dir.path().join("vnc.sock");
+        let log = dir.path().join("qemu.log");
+        let mut child = Command::new("qemu-system-x86_64")
+            .args(["-display", "none", "-nodefaults", "-vga", "std", "-m", "64"])
+            .args(["-machine", "accel=kvm:tcg", "-vnc"])
+            .arg(format!("unix:{}", socket.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("qemu-system-x86_64 runs");
+        eventually("QEMU's VNC socket", || {
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = std::fs::read_to_string(&log).unwrap_or_default();
+                panic!("QEMU exited ({status}):\n{log}");
+            }
+            let socket = socket.clone();
+            async move { UnixStream::connect(socket).await.ok() }
+        })
+        .await;
+        Self {
+            child,
+            socket,
+            _dir: dir,
+        }
+    }
+}
+
+/// QEMU's own RFB handshake (no password: security type None) through a
+/// relay that does not terminate RFB, then pixels on the screen.
+pub async fn see_the_screen<S>(rfb: &mut RfbClient<S>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    assert_eq!(rfb.read_exact(12).await, b"RFB 003.008\n");
+    rfb.send(b"RFB 003.008\n").await;
+    let count = rfb.read_exact(1).await[0];
+    assert!(
+        rfb.read_exact(count.into()).await.contains(&1),
+        "QEMU offers None"
+    );
+    rfb.send(&[1]).await;
+    assert_eq!(rfb.read_exact(4).await, [0, 0, 0, 0]);
+    rfb.init().await;
+    rfb.wait_for_pixels().await;
+}
+
+/// Certificates for TLS tests: a CA, and leaf certificates it signs.
+pub struct Pki {
+    ca: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+/// A certificate and its key, as DER and as PEM.
+pub struct Leaf {
+    pub der: rustls::pki_types::CertificateDer<'static>,
+    pub cert_pem: String,
+    pub key_pem: String,
+    key_der: Vec<u8>,
+}
+
+impl Leaf {
+    pub fn key(&self) -> rustls::pki_types::PrivateKeyDer<'static> {
+        rustls::pki_types::PrivateKeyDer::Pkcs8(self.key_der.clone().into())
+    }
+
+    /// Certificate then key, as websockify's `self.pem`.
+    pub fn combined_pem(&self) -> String {
+        format!("{}{}", self.cert_pem, self.key_pem)
+    }
+}
+
+impl Pki {
+    pub fn new(name: &str) -> Self {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let key = rcgen::KeyPair::generate().unwrap();
+        Self {
+            ca: rcgen::CertifiedIssuer::self_signed(params, key).unwrap(),
+        }
+    }
+
+    pub fn ca_der(&self) -> rustls::pki_types::CertificateDer<'static> {
+        self.ca.der().clone()
+    }
+
+    pub fn ca_pem(&self) -> String {
+        self.ca.pem()
+    }
+
+    /// A server certificate for `localhost` and 127.0.0.1.
+    pub fn server(&self) -> Leaf {
+        self.leaf(
+            vec!["localhost".into(), "127.0.0.1".into()],
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+        )
+    }
+
+    /// A client certificate.
+    pub fn client(&self) -> Leaf {
+        self.leaf(vec![], rcgen::ExtendedKeyUsagePurpose::ClientAuth)
+    }
+
+    fn leaf(&self, names: Vec<String>, usage: rcgen::ExtendedKeyUsagePurpose) -> Leaf {
+        let mut params = rcgen::CertificateParams::new(names).unwrap();
+        params.extended_key_usages = vec![usage];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.ca).unwrap();
+        Leaf {
+            der: cert.der().clone(),
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            key_der: key.serialize_der(),
+        }
+    }
+}
+
+/// A TLS client trusting `roots`, with a client certificate if given.
+pub fn tls_client(
+    roots: &[rustls::pki_types::CertificateDer<'static>],
+    identity: Option<&Leaf>,
+) -> Arc<rustls::ClientConfig> {
+    let mut store = rustls::RootCertStore::empty();
+    for root in roots {
+        store.add(root.clone()).unwrap();
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(store);
+    let config = match identity {
+        Some(leaf) => builder
+            .with_client_auth_cert(vec![leaf.der.clone()], leaf.key())
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    Arc::new(config)
+}
+
+pub type TlsStream = tokio_rustls::client::TlsStream<TcpStream>;
+
+/// A TLS connection to `addr` as `localhost`.
+pub async fn tls_connect(
+    addr: SocketAddr,
+    config: &Arc<rustls::ClientConfig>,
+) -> std::io::Result<TlsStream> {
+    let tcp = TcpStream::connect(addr).await?;
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    tokio_rustls::TlsConnector::from(config.clone())
+        .connect(name, tcp)
+        .await
+}
+
+/// A `wss://` WebSocket to `addr`.
+pub async fn wss(
+    addr: SocketAddr,
+    config: &Arc<rustls::ClientConfig>,
+    protocols: Option<&str>,
+) -> Result<WebSocketStream<TlsStream>, tungstenite::Error> {
+    let tls = tls_connect(addr, config).await?;
+    let mut request = format!("wss://localhost:{}/websockify", addr.port())
+        .into_client_request()
+        .unwrap();
+    if let Some(protocols) = protocols {
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            HeaderValue::from_str(protocols).unwrap(),
+        );
+    }
+    client_async(request, tls).await.map(|(ws, _)| ws)
+}
+
+/// Sends `ping` and expects it back: the relay to an echo target works.
+pub async fn echoes<S>(ws: &mut WebSocketStream<S>) -> bool
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    if ws.send(Message::Binary(b"ping"[..].into())).await.is_err() {
+        return false;
+    }
+    loop {
+        match tokio::time::timeout(DEADLINE, ws.next()).await {
+            Ok(Some(Ok(Message::Binary(data)))) => return &data[..] == b"ping",
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
+            _ => return false,
+        }
+    }
+}
+
+/// A raw TCP connection that has done the WebSocket upgrade by hand, for
+/// writing crafted frames. `extra` goes into the request head as is.
+pub async fn raw_upgrade(addr: SocketAddr, path: &str, extra: &str) -> (TcpStream, String) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(DEADLINE, stream.read(&mut byte))
+            .await
+            .expect("an upgrade response in time")
+            .unwrap();
+        assert!(
+            n == 1,
+            "closed during the upgrade: {:?}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(byte[0]);
+    }
+    (stream, String::from_utf8_lossy(&head).into_owned())
+}
+
+/// A WebSocket frame as a client sends it: masked (with a fixed key) unless
+/// `mask` is false.
+pub fn client_frame(first: u8, payload: &[u8], mask: bool) -> Vec<u8> {
+    let mut frame = vec![first];
+    let bit = if mask { 0x80 } else { 0 };
+    match payload.len() {
+        n if n < 126 => frame.push(bit | n as u8),
+        n if n <= 0xffff => {
+            frame.push(bit | 126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            frame.push(bit | 127);
+            frame.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    if mask {
+        let key = [0x37, 0xfa, 0x21, 0x3d];
+        frame.extend_from_slice(&key);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    } else {
+        frame.extend_from_slice(payload);
+    }
+    frame
+}
+
+/// What a server said on a raw connection until it closed it: every
+/// frame's opcode and payload (unmasked, as servers send them), and whether
+/// the TCP connection ended.
+pub async fn server_frames(stream: &mut TcpStream) -> (Vec<(u8, Vec<u8>)>, bool) {
+    let mut bytes = Vec::new();
+    let closed = tokio::time::timeout(DEADLINE, stream.read_to_end(&mut bytes))
+        .await
+        .is_ok();
+    let mut frames = Vec::new();
+    let mut rest = &bytes[..];
+    while rest.len() >= 2 {
+        let opcode = rest[0] & 0x0f;
+        let (len, header) = match rest[1] & 0x7f {
+            126 if rest.len() >= 4 => (u16::from_be_bytes([rest[2], rest[3]]) as usize, 4),
+            127 if rest.len() >= 10 => (
+                u64::from_be_bytes(rest[2..10].try_into().unwrap()) as usize,
+                10,
+            ),
+            n if n < 126 => (n as usize, 2),
+            _ => break,
+        };
+        if rest.len() < header + len {
+            break;
+        }
+        frames.push((opcode, rest[header..header + len].to_vec()));
+        rest = &rest[header + len..];
+    }
+    (frames, closed)
+}
+
+/// The close code in a close frame's payload.
+pub fn close_code(payload: &[u8]) -> Option<u16> {
+    (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]))
+}
+
+/// A process's resident memory in KiB, from /proc.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status")
+}
+
+/// A process's stderr, read as it comes so a chatty process never blocks on
+/// a full pipe.
+#[derive(Clone, Default)]
+pub struct Logs(Arc<Mutex<String>>);
+
+impl Logs {
+    pub fn drain(stderr: Option<tokio::process::ChildStderr>) -> Self {
+        let logs = Self::default();
+        if let Some(stderr) = stderr {
+            let text = logs.0.clone();
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let mut text = text.lock().unwrap();
+                    text.push_str(&line);
+                    text.push('\n');
+                }
+            });
+        }
+        logs
+    }
+
+    pub fn text(&self) -> String {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// Waits until a line containing `needle` was logged.
+    pub async fn wait_for(&self, needle: &str) {
+        eventually(&format!("{needle:?} in the logs"), || async {
+            self.text().contains(needle).then_some(())
+        })
+        .await;
+    }
+}
+
+impl Websockify {
+    /// Starts reading its stderr in the background.
+    pub fn logs(&mut self) -> Logs {
+        Logs::drain(self.child.stderr.take())
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("still running")
+    }
+}
+
+impl Proxy {
+    /// Starts reading its stderr in the background (then [`Proxy::exited`]
+    /// returns no logs).
+    pub fn logs(&mut self) -> Logs {
+        Logs::drain(self.child.stderr.take())
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("still running")
+    }
+}
