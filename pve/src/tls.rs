@@ -225,9 +225,31 @@ pub fn certificate_failure(error: &(dyn std::error::Error + 'static)) -> Option<
                 other => format!("the server certificate was rejected: {other:?}"),
             });
         }
-        current = e.source();
+        // Some layers of the HTTP stack keep only the text of the TLS error.
+        if let Some(text) = certificate_failure_text(&e.to_string()) {
+            return Some(text);
+        }
+        // An io::Error's source() skips the error it wraps: look inside.
+        current = match e.downcast_ref::<std::io::Error>() {
+            Some(io) if io.get_ref().is_some() => io.get_ref().map(|inner| inner as _),
+            _ => e.source(),
+        };
     }
     None
+}
+
+/// Recognises rustls' "invalid peer certificate: ..." in an error's text.
+fn certificate_failure_text(text: &str) -> Option<String> {
+    let (_, detail) = text.split_once("invalid peer certificate")?;
+    Some(if detail.contains("PinMismatch") || detail.contains(PIN_MISMATCH) {
+        PIN_MISMATCH.to_string()
+    } else if detail.contains("UnknownIssuer") {
+        "the server certificate is not signed by a trusted CA".to_string()
+    } else if detail.contains("NotValidForName") {
+        "the server certificate is not valid for this host name".to_string()
+    } else {
+        format!("the server certificate was rejected{detail}")
+    })
 }
 
 #[cfg(test)]
@@ -262,6 +284,21 @@ mod tests {
                 .as_ref()
                 .to_vec())
         );
+    }
+
+    #[test]
+    fn certificate_failures_are_found_inside_io_errors() {
+        let rustls_error = rustls::Error::InvalidCertificate(CertificateError::Other(
+            rustls::OtherError(Arc::new(PinMismatch)),
+        ));
+        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, rustls_error);
+        assert_eq!(certificate_failure(&io), Some(PIN_MISMATCH.to_string()));
+        let wrapped = std::io::Error::other(
+            "client error (Connect): invalid peer certificate: Other(OtherError(PinMismatch))",
+        );
+        assert_eq!(certificate_failure(&wrapped), Some(PIN_MISMATCH.to_string()));
+        let plain = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(certificate_failure(&plain), None);
     }
 
     #[test]

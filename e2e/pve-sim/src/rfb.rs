@@ -164,7 +164,9 @@ fn message_len(buffer: &[u8]) -> Result<Option<usize>, RfbError> {
         3 => Some(10),                                          // FramebufferUpdateRequest
         4 => Some(8),                                           // KeyEvent
         5 => Some(6),                                           // PointerEvent
-        6 => be32(4).map(|n| 8 + n),                            // ClientCutText
+        // ClientCutText; a negative length is the Extended Clipboard form,
+        // whose |length| bytes follow (noVNC sends one as soon as QEMU offers it).
+        6 => be32(4).map(|n| 8 + (n as u32 as i32).unsigned_abs() as usize),
         150 => Some(10),                                        // EnableContinuousUpdates
         248 => buffer.get(8).map(|&n| 9 + usize::from(n)),      // ClientFence
         250 => Some(4),                                         // xvp
@@ -228,6 +230,25 @@ mod tests {
                     keysym: 0xff0d
                 },
             ]
+        );
+    }
+
+    #[test]
+    fn skips_extended_clipboard_cut_text_with_its_negative_length() {
+        let log = InputLog::default();
+        let mut stream = ClientStream::new(log.clone());
+        let mut bytes = handshake(1);
+        // noVNC's Extended Clipboard caps: length -8, then 8 bytes.
+        bytes.extend_from_slice(&[6, 0, 0, 0, 0xff, 0xff, 0xff, 0xf8]);
+        bytes.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0]);
+        bytes.extend_from_slice(&[4, 1, 0, 0, 0, 0, 0, 0x70]);
+        stream.feed(&bytes).unwrap();
+        assert_eq!(
+            log.snapshot(),
+            vec![InputEvent::Key {
+                down: true,
+                keysym: 0x70
+            }]
         );
     }
 

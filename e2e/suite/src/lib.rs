@@ -2,6 +2,7 @@
 //! speaks to a console through its WebSocket, as noVNC does.
 #![forbid(unsafe_code)]
 
+pub mod browser;
 pub mod cluster;
 pub mod pve;
 pub mod rfb;

@@ -66,10 +66,9 @@ impl PveSim {
     /// Starts a simulator with `behaviour` (`A` or `B`), the standard users and
     /// these VMs. [`USER`] may open every VM's console.
     pub async fn start(behaviour: &str, vms: &[SimVm]) -> Result<Self> {
-        let privileges: serde_json::Map<String, Value> = vms
-            .iter()
-            .map(|vm| (format!("/vms/{}", vm.vmid), json!(["VM.Console"])))
-            .collect();
+        // On `/vms`, so that a VM that does not exist is reported as such
+        // rather than as a permission failure (Proxmox checks permissions first).
+        let privileges = json!({"/vms": ["VM.Console"]});
         let config = json!({
             "listen": format!("{HYPERVISOR_HOST}:0"),
             "behaviour": behaviour,

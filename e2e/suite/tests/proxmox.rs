@@ -456,7 +456,7 @@ async fn console_failures_each_have_their_own_reason() -> Result<()> {
     .await?;
     let cases: [(&Setup, &str, u32, &str, &str); 3] = [
         (&setup, "stopped", 111, "VMNotRunning", "not running"),
-        (&setup, "missing", 199, "VMNotFound", "does not exist"),
+        (&setup, "missing", 199, "VMNotFound", "199.conf"),
         (&powerless, "noperm", 110, "PermissionDenied", "VM.Console"),
     ];
     for (setup, name, vmid, _, _) in &cases {
