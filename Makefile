@@ -63,6 +63,10 @@ chart-lint: ## helm lint of the chart, and its values schema rejecting bad value
 unit: web ## Unit and integration tests of the crates (no cluster).
 	cargo test --no-fail-fast --workspace --exclude porthole-e2e
 
+.PHONY: bench
+bench: web ## Data-plane benchmarks (BENCH_QUICK=1: smoke run): bench/results.json, docs/benchmarks.md.
+	bench/bench.sh
+
 .PHONY: images
 images: web ## Build the porthole/operator and porthole/proxy OCI images (FROM scratch, static).
 	cargo build --release --target $(MUSL) -p porthole-operator -p porthole-proxy

@@ -27,6 +27,9 @@ mkdir -p "$STATE/pids" "$STATE/logs"
 write_kubeconfig "$KUBECONFIG_PATH" admin
 write_kubeconfig "$STATE/controller-manager.kubeconfig" controller-manager
 ip addr add "$NODE_IP/32" dev lo 2>/dev/null || true
+# Every ClusterIP is local: the node agent's service proxy binds to them
+# without adding an address per Service.
+ip route replace local "$SERVICE_CIDR" dev lo
 
 start() { # name command...
   local name=$1

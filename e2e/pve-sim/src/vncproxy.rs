@@ -179,6 +179,12 @@ async fn serve(
     tasks: &Tasks,
 ) -> String {
     // qemu-server: `alarm $timeout; accept(...)`; die "connection timed out".
+    // A zero timeout (the listener_timeout fault) must not accept a client that
+    // is already queued: `timeout` polls its future before the deadline.
+    if accept_timeout.is_zero() {
+        drop(listener);
+        return "connection timed out".into();
+    }
     let accepted = tokio::time::timeout(accept_timeout, listener.accept()).await;
     drop(listener); // one-shot: nobody else gets in
     let mut client = match accepted {

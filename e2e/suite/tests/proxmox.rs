@@ -501,7 +501,10 @@ async fn a_listener_that_timed_out_and_a_rejected_ticket_have_their_own_reasons(
         sim.set_faults(json!({ fault: true })).await?;
         let closed = refused_viewer(&status).await?;
         ensure!(!closed.is_empty(), "{fault}: the viewer got no reason");
-        setup.fails_with("fault", reason).await?;
+        setup
+            .fails_with("fault", reason)
+            .await
+            .with_context(|| format!("{fault}: the viewer read {closed:?}"))?;
         sim.shutdown().await;
     }
     Ok(())

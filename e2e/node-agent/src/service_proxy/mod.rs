@@ -1,14 +1,14 @@
 //! The kube-proxy of the test bed: how the host and the pods reach ClusterIPs.
 //!
-//! There is no iptables/IPVS dataplane. Instead, for every Service with a
-//! ClusterIP, the ClusterIP is added to the host's `lo` (see [`crate::loopback`])
+//! There is no iptables/IPVS dataplane. Instead, the whole service range is
+//! routed to the host's `lo` as local (`ip route add local`, by cluster-up.sh),
 //! and a userspace listener on `ClusterIP:port` accepts each TCP port; packets
-//! from containers to an address on `lo` are delivered to the host, so the same
+//! from containers to a local address are delivered to the host, so the same
 //! listener serves pods and the host. `NodePort` and `LoadBalancer` Services are
 //! also served on `<node-ip>:<nodePort>`. Every accepted connection is relayed
 //! to a ready endpoint of the Service's EndpointSlices (matched by port name,
 //! chosen round-robin); with no ready endpoint it is closed at once. Listeners
-//! and addresses of Services that go away are removed.
+//! of Services that go away are removed.
 pub mod endpoints;
 pub mod relay;
 
@@ -147,14 +147,6 @@ impl ServiceProxy {
     async fn reconcile(&mut self) {
         let services = self.services.state();
         let desired = desired_listeners(services.iter().map(Arc::as_ref), self.node_ip);
-        let wanted_addresses: BTreeSet<Ipv4Addr> = desired
-            .keys()
-            .filter_map(|address| match address.ip() {
-                std::net::IpAddr::V4(ip) if ip != self.node_ip => Some(ip),
-                _ => None,
-            })
-            .collect();
-
         self.listeners.retain(|address, listener| {
             let keep = desired.get(address) == Some(&listener.port);
             if !keep {
@@ -163,25 +155,18 @@ impl ServiceProxy {
             }
             keep
         });
-        for address in wanted_addresses.difference(&self.addresses.clone()) {
-            match loopback::add(*address, true).await {
-                Ok(()) => {
-                    self.addresses.insert(*address);
-                }
-                Err(err) => tracing::error!(%address, error = %err, "cannot add ClusterIP to lo"),
-            }
-        }
         for (address, port) in desired {
             if !self.listeners.contains_key(&address) {
                 self.start_listener(address, port).await;
             }
         }
-        let unwanted: Vec<Ipv4Addr> = self
-            .addresses
-            .difference(&wanted_addresses)
-            .copied()
-            .collect();
-        for address in unwanted {
+        // ClusterIPs need no address of their own: cluster-up.sh routes the
+        // whole service range to `lo` (`ip route add local`), so listeners bind
+        // to any of them and no address change ever reaches a browser under
+        // test (Chromium aborts page loads on one: ERR_NETWORK_CHANGED).
+        // Addresses an older agent added are removed.
+        let leftovers: Vec<Ipv4Addr> = self.addresses.iter().copied().collect();
+        for address in leftovers {
             match loopback::remove(address).await {
                 Ok(()) => {
                     self.addresses.remove(&address);

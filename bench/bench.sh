@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# `make bench`: installs what the benchmarks need (idempotent, cached), builds
+# the release binaries and runs the driver, which writes bench/results.json,
+# docs/benchmarks.md and docs/benchmarks/*.png. BENCH_QUICK=1: a smoke run.
+# Arguments go to the driver (`target/release/porthole-bench --help`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+WEBSOCKIFY_VERSION=0.13.0
+VENV="${XDG_CACHE_HOME:-$HOME/.cache}/porthole/bench-venv-$WEBSOCKIFY_VERSION"
+TARGET_DIR="${CARGO_TARGET_DIR:-target}"
+
+if ! command -v socat >/dev/null; then
+  echo "bench: installing socat"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq socat >/dev/null
+fi
+
+# perf profiles porthole-proxy when it misses a CPU target; the run goes on
+# without a profile where it cannot be had.
+if ! perf --version >/dev/null 2>&1; then
+  echo "bench: installing linux-perf"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-perf >/dev/null; } ||
+    echo "bench: no perf; the report goes without profiles"
+fi
+
+# websockify from PyPI, with numpy (its frame unmasking uses it when present)
+# and matplotlib for the plots.
+if ! "$VENV/bin/python" -c 'import websockify, numpy, matplotlib' 2>/dev/null; then
+  echo "bench: installing websockify $WEBSOCKIFY_VERSION, numpy and matplotlib in $VENV"
+  rm -rf "$VENV"
+  mkdir -p "$(dirname "$VENV")"
+  if ! python3 -m venv "$VENV" 2>/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+    python3 -m venv "$VENV"
+  fi
+  "$VENV/bin/pip" install -q --disable-pip-version-check \
+    "websockify==$WEBSOCKIFY_VERSION" numpy matplotlib
+fi
+
+cargo build --release -p porthole-proxy -p porthole-bench
+
+# BENCH_SYMBOLS=1: also build porthole-proxy with symbols (a profile of its
+# own, target/profiling/; a full build) and profile it whatever the verdicts.
+extra=()
+if [ -n "${BENCH_SYMBOLS:-}" ]; then
+  cargo build -p porthole-proxy --profile profiling \
+    --config 'profile.profiling.inherits="release"' \
+    --config 'profile.profiling.strip=false' \
+    --config 'profile.profiling.debug="line-tables-only"'
+  extra=(--profile always --profile-binary "$TARGET_DIR/profiling/porthole-proxy")
+fi
+
+exec "$TARGET_DIR/release/porthole-bench" \
+  --porthole "$TARGET_DIR/release/porthole-proxy" \
+  --websockify "$VENV/bin/websockify" \
+  --python "$VENV/bin/python" \
+  "${extra[@]}" "$@"
