@@ -241,15 +241,17 @@ pub fn certificate_failure(error: &(dyn std::error::Error + 'static)) -> Option<
 /// Recognises rustls' "invalid peer certificate: ..." in an error's text.
 fn certificate_failure_text(text: &str) -> Option<String> {
     let (_, detail) = text.split_once("invalid peer certificate")?;
-    Some(if detail.contains("PinMismatch") || detail.contains(PIN_MISMATCH) {
-        PIN_MISMATCH.to_string()
-    } else if detail.contains("UnknownIssuer") {
-        "the server certificate is not signed by a trusted CA".to_string()
-    } else if detail.contains("NotValidForName") {
-        "the server certificate is not valid for this host name".to_string()
-    } else {
-        format!("the server certificate was rejected{detail}")
-    })
+    Some(
+        if detail.contains("PinMismatch") || detail.contains(PIN_MISMATCH) {
+            PIN_MISMATCH.to_string()
+        } else if detail.contains("UnknownIssuer") {
+            "the server certificate is not signed by a trusted CA".to_string()
+        } else if detail.contains("NotValidForName") {
+            "the server certificate is not valid for this host name".to_string()
+        } else {
+            format!("the server certificate was rejected{detail}")
+        },
+    )
 }
 
 #[cfg(test)]
@@ -296,7 +298,10 @@ mod tests {
         let wrapped = std::io::Error::other(
             "client error (Connect): invalid peer certificate: Other(OtherError(PinMismatch))",
         );
-        assert_eq!(certificate_failure(&wrapped), Some(PIN_MISMATCH.to_string()));
+        assert_eq!(
+            certificate_failure(&wrapped),
+            Some(PIN_MISMATCH.to_string())
+        );
         let plain = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
         assert_eq!(certificate_failure(&plain), None);
     }

@@ -159,17 +159,17 @@ fn message_len(buffer: &[u8]) -> Result<Option<usize>, RfbError> {
             .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
     };
     Ok(match kind {
-        0 => Some(20),                                          // SetPixelFormat
-        2 => be16(2).map(|n| 4 + 4 * n),                        // SetEncodings
-        3 => Some(10),                                          // FramebufferUpdateRequest
-        4 => Some(8),                                           // KeyEvent
-        5 => Some(6),                                           // PointerEvent
+        0 => Some(20),                   // SetPixelFormat
+        2 => be16(2).map(|n| 4 + 4 * n), // SetEncodings
+        3 => Some(10),                   // FramebufferUpdateRequest
+        4 => Some(8),                    // KeyEvent
+        5 => Some(6),                    // PointerEvent
         // ClientCutText; a negative length is the Extended Clipboard form,
         // whose |length| bytes follow (noVNC sends one as soon as QEMU offers it).
         6 => be32(4).map(|n| 8 + (n as u32 as i32).unsigned_abs() as usize),
-        150 => Some(10),                                        // EnableContinuousUpdates
-        248 => buffer.get(8).map(|&n| 9 + usize::from(n)),      // ClientFence
-        250 => Some(4),                                         // xvp
+        150 => Some(10),                                   // EnableContinuousUpdates
+        248 => buffer.get(8).map(|&n| 9 + usize::from(n)), // ClientFence
+        250 => Some(4),                                    // xvp
         251 => buffer.get(6).map(|&n| 8 + 16 * usize::from(n)), // SetDesktopSize
         255 => match buffer.get(1) {
             None => None,
