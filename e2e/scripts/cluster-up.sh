@@ -30,6 +30,19 @@ ip addr add "$NODE_IP/32" dev lo 2>/dev/null || true
 # Every ClusterIP is local: the node agent's service proxy binds to them
 # without adding an address per Service.
 ip route replace local "$SERVICE_CIDR" dev lo
+# A network namespace for the browser tests' Chromium (e2e/browser/chromium-netns.sh):
+# it reaches the host through a veth, and no pod's veth coming or going disturbs it.
+if [[ ! -e /run/netns/$BROWSER_NETNS ]]; then
+  ip netns add "$BROWSER_NETNS"
+  ip link add pb-host type veth peer name pb-browser
+  ip link set pb-browser netns "$BROWSER_NETNS"
+  ip addr add 10.201.0.1/30 dev pb-host
+  ip link set pb-host up
+  ip netns exec "$BROWSER_NETNS" ip addr add 10.201.0.2/30 dev pb-browser
+  ip netns exec "$BROWSER_NETNS" ip link set pb-browser up
+  ip netns exec "$BROWSER_NETNS" ip link set lo up
+  ip netns exec "$BROWSER_NETNS" ip route add default via 10.201.0.1
+fi
 
 start() { # name command...
   local name=$1

@@ -24,6 +24,7 @@ die() { log "error: $*"; exit 1; }
 # and the Service range. Both live on the host's loopback interface.
 NODE_IP=10.200.0.1
 SERVICE_CIDR=10.96.0.0/16
+BROWSER_NETNS=porthole-browser
 KUBERNETES_SERVICE_IP=10.96.0.1
 APISERVER_PORT=6443
 

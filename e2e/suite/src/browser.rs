@@ -314,8 +314,15 @@ impl Browser {
             );
         }
         let node = std::env::var_os("PORTHOLE_NODE").unwrap_or_else(|| "node".into());
-        let chromium =
-            std::env::var_os("PORTHOLE_CHROMIUM").unwrap_or_else(|| "/usr/bin/chromium".into());
+        // Inside the test bed's browser network namespace, which no pod's veth
+        // disturbs (see e2e/browser/chromium-netns.sh).
+        let chromium = std::env::var_os("PORTHOLE_CHROMIUM").unwrap_or_else(|| {
+            if std::path::Path::new("/run/netns/porthole-browser").exists() {
+                driver_dir.join("chromium-netns.sh").into()
+            } else {
+                "/usr/bin/chromium".into()
+            }
+        });
         let mut child = Command::new(node)
             .arg(driver_dir.join("drive.mjs"))
             .arg("serve")
