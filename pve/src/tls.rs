@@ -1,14 +1,20 @@
 //! How porthole trusts a Proxmox VE API: a CA bundle, a SHA-256 pin of the
 //! server's certificate, the public web PKI, or (an explicit, visible opt-in)
-//! nothing at all. One `rustls::ClientConfig` serves both the API requests and
-//! the console WebSocket, so they can never disagree.
+//! nothing at all. The operator (login) and the proxy (consoles) build their
+//! `rustls::ClientConfig` here, so they verify alike.
 
+use std::fmt;
+use std::str::FromStr;
 use std::sync::{Arc, Once};
 
+use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, OtherError, RootCertStore,
+    SignatureScheme,
+};
 
 /// What the Hypervisor says about verification.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -32,64 +38,153 @@ pub enum Error {
     BadFingerprint(String),
 }
 
-/// The message of the certificate error a pin mismatch produces, so callers can
-/// tell it from other TLS failures.
+/// A pin mismatch described without the fingerprints, for errors that reach
+/// porthole as text only.
 pub const PIN_MISMATCH: &str =
     "the server certificate does not match the pinned SHA-256 fingerprint";
 
-/// Builds the client configuration for `settings`. The CA bundle wins over the
-/// pin when both are set (the CRD allows it): the CA then verifies the chain and
-/// the name, and the pin is checked on top.
-pub fn client_config(settings: &TlsSettings) -> Result<Arc<rustls::ClientConfig>, Error> {
-    let provider = provider();
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default protocol versions");
+/// A SHA-256 certificate fingerprint.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Fingerprint(pub [u8; 32]);
+
+impl Fingerprint {
+    pub fn of(der: &[u8]) -> Self {
+        let digest = ring::digest::digest(&ring::digest::SHA256, der);
+        Self(digest.as_ref().try_into().expect("SHA-256 is 32 bytes"))
+    }
+}
+
+/// The fingerprint is not `AA:BB:...` (32 bytes).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error(
+    "not a SHA-256 fingerprint: expected 32 hexadecimal bytes separated by colons (AA:BB:...), as `openssl x509 -noout -fingerprint -sha256` prints them"
+)]
+pub struct BadFingerprint;
+
+impl FromStr for Fingerprint {
+    type Err = BadFingerprint;
+
+    /// `AA:BB:...` in either case, with or without openssl's
+    /// `sha256 Fingerprint=` prefix; bare hex is accepted too.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim();
+        let text = text
+            .strip_prefix("sha256 Fingerprint=")
+            .or_else(|| text.strip_prefix("SHA256 Fingerprint="))
+            .unwrap_or(text);
+        let hex: Vec<&str> = if text.contains(':') {
+            text.split(':').collect()
+        } else if text.len() == 64 && text.is_ascii() {
+            (0..32).map(|i| &text[2 * i..2 * i + 2]).collect()
+        } else {
+            return Err(BadFingerprint);
+        };
+        if hex.len() != 32 {
+            return Err(BadFingerprint);
+        }
+        let mut bytes = [0u8; 32];
+        for (byte, pair) in bytes.iter_mut().zip(hex) {
+            if pair.len() != 2 {
+                return Err(BadFingerprint);
+            }
+            *byte = u8::from_str_radix(pair, 16).map_err(|_| BadFingerprint)?;
+        }
+        Ok(Self(bytes))
+    }
+}
+
+impl fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, byte) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(":")?;
+            }
+            write!(f, "{byte:02X}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Fingerprint({self})")
+    }
+}
+
+/// The certificate's fingerprint differs from the pin: carried inside
+/// rustls's error so the caller can say which certificate it saw.
+#[derive(Debug, thiserror::Error)]
+#[error("its SHA-256 fingerprint {got} is not the pinned {want}")]
+pub struct PinMismatch {
+    pub got: Fingerprint,
+    pub want: Fingerprint,
+}
+
+/// Which certificate authorities vouch for the server.
+#[derive(Debug)]
+pub enum Roots {
+    /// None: only the pin (or nothing, `insecureSkipVerify`) decides.
+    None,
+    /// The public web PKI.
+    WebPki,
+    /// These CAs (a `caBundle`).
+    Store(RootCertStore),
+}
+
+/// Builds the client configuration for `settings`. When both a CA bundle and a
+/// pin are set (the CRD allows it), the CA verifies the chain and the name and
+/// the pin is checked on top.
+pub fn client_config(settings: &TlsSettings) -> Result<Arc<ClientConfig>, Error> {
     let pin = settings
         .fingerprint_sha256
         .as_deref()
-        .map(parse_fingerprint)
+        .map(|text| {
+            text.parse::<Fingerprint>()
+                .map_err(|_| Error::BadFingerprint(text.to_string()))
+        })
         .transpose()?;
-    let algorithms = provider.signature_verification_algorithms;
-    let config = if settings.insecure_skip_verify {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Pinned {
-                pin: None,
-                inner: None,
-                algorithms,
-            }))
-            .with_no_client_auth()
-    } else {
-        let roots = match &settings.ca_bundle {
-            Some(pem) => Some(root_store(pem)?),
-            None if pin.is_some() => None,
-            None => Some(RootCertStore {
-                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-            }),
-        };
-        match (roots, pin) {
-            (Some(roots), None) => builder.with_root_certificates(roots).with_no_client_auth(),
-            (roots, pin) => {
-                let inner = roots
-                    .map(|roots| {
-                        rustls::client::WebPkiServerVerifier::builder_with_provider(
-                            Arc::new(roots),
-                            provider.clone(),
-                        )
+    let roots = match &settings.ca_bundle {
+        _ if settings.insecure_skip_verify => Roots::None,
+        Some(pem) => Roots::Store(root_store(pem.as_bytes())?),
+        None if pin.is_some() => Roots::None,
+        None => Roots::WebPki,
+    };
+    config(pin, roots)
+}
+
+/// The client configuration that checks `pin` (when set) and then the chain
+/// against `roots`. With neither, it accepts any certificate; handshake
+/// signatures are always checked, so the peer must hold the certificate's key.
+pub fn config(pin: Option<Fingerprint>, roots: Roots) -> Result<Arc<ClientConfig>, Error> {
+    let provider = provider();
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions");
+    let store = match roots {
+        Roots::None => None,
+        Roots::WebPki => Some(RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        }),
+        Roots::Store(store) => Some(store),
+    };
+    let config = match (pin, store) {
+        (None, Some(store)) => builder.with_root_certificates(store).with_no_client_auth(),
+        (pin, store) => {
+            let chain = store
+                .map(|store| {
+                    WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider.clone())
                         .build()
                         .map_err(|e| Error::BadCaBundle(e.to_string()))
-                    })
-                    .transpose()?;
-                builder
-                    .dangerous()
-                    .with_custom_certificate_verifier(Arc::new(Pinned {
-                        pin,
-                        inner,
-                        algorithms,
-                    }))
-                    .with_no_client_auth()
-            }
+                })
+                .transpose()?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(PinVerifier {
+                    pin,
+                    chain,
+                    algorithms: provider.signature_verification_algorithms,
+                }))
+                .with_no_client_auth()
         }
     };
     Ok(Arc::new(config))
@@ -105,9 +200,10 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn root_store(pem: &str) -> Result<RootCertStore, Error> {
+/// The CA certificates of a PEM bundle; at least one.
+pub fn root_store(pem: &[u8]) -> Result<RootCertStore, Error> {
     let mut store = RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut pem.as_bytes()) {
+    for cert in rustls_pemfile::certs(&mut &*pem) {
         let cert = cert.map_err(|e| Error::BadCaBundle(e.to_string()))?;
         store
             .add(cert)
@@ -119,41 +215,16 @@ fn root_store(pem: &str) -> Result<RootCertStore, Error> {
     Ok(store)
 }
 
-/// `AA:BB:..` or `aabb..` into 32 bytes.
-pub fn parse_fingerprint(text: &str) -> Result<[u8; 32], Error> {
-    let hex: String = text.chars().filter(|c| *c != ':').collect();
-    let bad = || Error::BadFingerprint(text.to_string());
-    if hex.len() != 64 || !hex.is_ascii() {
-        return Err(bad());
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
-    }
-    Ok(out)
-}
-
-/// The SHA-256 fingerprint of a DER certificate, as `AA:BB:...`.
-pub fn fingerprint(der: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, der)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02X}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
-/// Verifies the pin (when set), then the chain (when a CA is set). With
-/// neither, this is `insecureSkipVerify`. Handshake signatures are always
-/// checked, so the peer must hold the certificate's key.
+/// Accepts the leaf certificate whose fingerprint is the pin (or, without a
+/// pin, any certificate), then lets `chain` verify it when set.
 #[derive(Debug)]
-struct Pinned {
-    pin: Option<[u8; 32]>,
-    inner: Option<Arc<rustls::client::WebPkiServerVerifier>>,
+struct PinVerifier {
+    pin: Option<Fingerprint>,
+    chain: Option<Arc<WebPkiServerVerifier>>,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
-impl ServerCertVerifier for Pinned {
+impl ServerCertVerifier for PinVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -162,17 +233,17 @@ impl ServerCertVerifier for Pinned {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if let Some(pin) = &self.pin {
-            let actual = ring::digest::digest(&ring::digest::SHA256, end_entity.as_ref());
-            if actual.as_ref() != pin {
+        if let Some(want) = self.pin {
+            let got = Fingerprint::of(end_entity);
+            if !bool::from(subtle::ConstantTimeEq::ct_eq(&got.0[..], &want.0[..])) {
                 return Err(rustls::Error::InvalidCertificate(CertificateError::Other(
-                    rustls::OtherError(Arc::new(PinMismatch)),
+                    OtherError(Arc::new(PinMismatch { got, want })),
                 )));
             }
         }
-        match &self.inner {
-            Some(inner) => {
-                inner.verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        match &self.chain {
+            Some(chain) => {
+                chain.verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
             }
             None => Ok(ServerCertVerified::assertion()),
         }
@@ -201,102 +272,139 @@ impl ServerCertVerifier for Pinned {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("{PIN_MISMATCH}")]
-struct PinMismatch;
+/// The rustls error inside an I/O error from a TLS handshake, if any.
+pub fn rustls_error(error: &std::io::Error) -> Option<&rustls::Error> {
+    error.get_ref()?.downcast_ref::<rustls::Error>()
+}
+
+/// A TLS failure in words: the pin mismatch with both fingerprints, or rustls's own.
+pub fn describe(error: &rustls::Error) -> String {
+    if let rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(inner))) = error
+        && let Some(mismatch) = inner.downcast_ref::<PinMismatch>()
+    {
+        return mismatch.to_string();
+    }
+    error.to_string()
+}
 
 /// Whether `error` (or anything it wraps) is a TLS certificate failure, and if
 /// so, a readable description of it.
 pub fn certificate_failure(error: &(dyn std::error::Error + 'static)) -> Option<String> {
-    let mut current = Some(error);
-    while let Some(e) = current {
-        if let Some(rustls::Error::InvalidCertificate(cert)) = e.downcast_ref::<rustls::Error>() {
-            return Some(match cert {
-                CertificateError::Other(other) if other.to_string() == PIN_MISMATCH => {
-                    PIN_MISMATCH.to_string()
-                }
-                CertificateError::UnknownIssuer => {
-                    "the server certificate is not signed by a trusted CA".to_string()
-                }
-                CertificateError::NotValidForName
-                | CertificateError::NotValidForNameContext { .. } => {
-                    "the server certificate is not valid for this host name".to_string()
-                }
-                other => format!("the server certificate was rejected: {other:?}"),
-            });
-        }
-        // Some layers of the HTTP stack keep only the text of the TLS error.
-        if let Some(text) = certificate_failure_text(&e.to_string()) {
-            return Some(text);
-        }
-        // An io::Error's source() skips the error it wraps: look inside.
-        current = match e.downcast_ref::<std::io::Error>() {
+    let chain = || {
+        std::iter::successors(Some(error), |e| match e.downcast_ref::<std::io::Error>() {
+            // An io::Error's source() skips the error it wraps: look inside.
             Some(io) if io.get_ref().is_some() => io.get_ref().map(|inner| inner as _),
             _ => e.source(),
-        };
-    }
-    None
+        })
+    };
+    let typed = chain().find_map(|e| match e.downcast_ref::<rustls::Error>() {
+        Some(rustls::Error::InvalidCertificate(cert)) => Some(match cert {
+            CertificateError::UnknownIssuer => {
+                "the server certificate is not signed by a trusted CA".to_string()
+            }
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                "the server certificate is not valid for this host name".to_string()
+            }
+            _ => describe(&rustls::Error::InvalidCertificate(cert.clone())),
+        }),
+        _ => None,
+    });
+    // Some layers of the HTTP stack keep only the text of the TLS error.
+    typed.or_else(|| chain().find_map(|e| certificate_failure_text(&e.to_string())))
 }
 
 /// Recognises rustls' "invalid peer certificate: ..." in an error's text.
 fn certificate_failure_text(text: &str) -> Option<String> {
     let (_, detail) = text.split_once("invalid peer certificate")?;
-    Some(
-        if detail.contains("PinMismatch") || detail.contains(PIN_MISMATCH) {
-            PIN_MISMATCH.to_string()
-        } else if detail.contains("UnknownIssuer") {
-            "the server certificate is not signed by a trusted CA".to_string()
-        } else if detail.contains("NotValidForName") {
-            "the server certificate is not valid for this host name".to_string()
-        } else {
-            format!("the server certificate was rejected{detail}")
-        },
-    )
+    Some(if detail.contains("PinMismatch") {
+        PIN_MISMATCH.to_string()
+    } else if detail.contains("UnknownIssuer") {
+        "the server certificate is not signed by a trusted CA".to_string()
+    } else if detail.contains("NotValidForName") {
+        "the server certificate is not valid for this host name".to_string()
+    } else {
+        format!("the server certificate was rejected{detail}")
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn fingerprints_parse_with_or_without_colons_and_in_any_case() {
-        let upper = ["AB"; 32].join(":");
-        let lower = "ab".repeat(32);
-        assert_eq!(parse_fingerprint(&upper), Ok([0xab; 32]));
-        assert_eq!(parse_fingerprint(&lower), Ok([0xab; 32]));
-    }
+    const HEX: &str = "5A:0B:7C:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD";
 
     #[test]
-    fn short_or_non_hex_fingerprints_are_refused() {
-        assert!(parse_fingerprint("AB:CD").is_err());
-        assert!(parse_fingerprint(&["ZZ"; 32].join(":")).is_err());
-        assert!(parse_fingerprint(&"é".repeat(32)).is_err());
+    fn fingerprints_parse_as_openssl_prints_them() {
+        let pin: Fingerprint = HEX.parse().unwrap();
+        assert_eq!(pin.to_string(), HEX);
+        assert_eq!(HEX.to_lowercase().parse::<Fingerprint>(), Ok(pin));
+        assert_eq!(HEX.replace(':', "").parse::<Fingerprint>(), Ok(pin));
+        assert_eq!(
+            format!("sha256 Fingerprint={HEX}").parse::<Fingerprint>(),
+            Ok(pin)
+        );
+        for bad in [
+            "",
+            "5A:0B",
+            &HEX[3..],
+            &format!("{HEX}:00"),
+            &HEX.replace("5A", "5G"),
+            &HEX.replace("5A:", "5:A"),
+            &"é".repeat(32),
+        ] {
+            assert_eq!(bad.parse::<Fingerprint>(), Err(BadFingerprint), "{bad}");
+        }
     }
 
     #[test]
     fn fingerprint_formats_like_openssl() {
-        let text = fingerprint(b"");
         assert_eq!(
-            text,
+            Fingerprint::of(b"").to_string(),
             "E3:B0:C4:42:98:FC:1C:14:9A:FB:F4:C8:99:6F:B9:24:27:AE:41:E4:64:9B:93:4C:A4:95:99:1B:78:52:B8:55"
         );
-        assert_eq!(
-            parse_fingerprint(&text).map(|b| b.to_vec()),
-            Ok(ring::digest::digest(&ring::digest::SHA256, b"")
-                .as_ref()
-                .to_vec())
+    }
+
+    fn verify(pin: Option<Fingerprint>, der: &[u8]) -> Result<ServerCertVerified, rustls::Error> {
+        let verifier = PinVerifier {
+            pin,
+            chain: None,
+            algorithms: provider().signature_verification_algorithms,
+        };
+        verifier.verify_server_cert(
+            &CertificateDer::from(der.to_vec()),
+            &[],
+            &ServerName::try_from("pve.example").unwrap(),
+            &[],
+            UnixTime::now(),
+        )
+    }
+
+    #[test]
+    fn the_pin_accepts_exactly_its_certificate() {
+        let der = b"not really a certificate, but bytes to hash";
+        let pin = Fingerprint::of(der);
+        assert!(verify(Some(pin), der).is_ok());
+        let error = verify(Some(pin), b"another certificate").unwrap_err();
+        assert!(matches!(error, rustls::Error::InvalidCertificate(_)));
+        let text = describe(&error);
+        assert!(text.contains(&format!("is not the pinned {pin}")), "{text}");
+        assert!(text.contains(&Fingerprint::of(b"another certificate").to_string()));
+        assert_eq!(certificate_failure(&error), Some(text));
+        assert!(
+            verify(None, b"anything").is_ok(),
+            "insecure accepts anything"
         );
     }
 
     #[test]
     fn certificate_failures_are_found_inside_io_errors() {
-        let rustls_error = rustls::Error::InvalidCertificate(CertificateError::Other(
-            rustls::OtherError(Arc::new(PinMismatch)),
-        ));
+        let pin = Fingerprint([0; 32]);
+        let rustls_error = verify(Some(pin), b"another certificate").unwrap_err();
+        let expected = describe(&rustls_error);
         let io = std::io::Error::new(std::io::ErrorKind::InvalidData, rustls_error);
-        assert_eq!(certificate_failure(&io), Some(PIN_MISMATCH.to_string()));
+        assert_eq!(certificate_failure(&io), Some(expected));
         let wrapped = std::io::Error::other(
-            "client error (Connect): invalid peer certificate: Other(OtherError(PinMismatch))",
+            "client error (Connect): invalid peer certificate: Other(OtherError(PinMismatch { got: .. }))",
         );
         assert_eq!(
             certificate_failure(&wrapped),
@@ -313,5 +421,17 @@ mod tests {
             ..TlsSettings::default()
         };
         assert_eq!(client_config(&settings).err(), Some(Error::EmptyCaBundle));
+    }
+
+    #[test]
+    fn a_malformed_pin_is_an_error_naming_it() {
+        let settings = TlsSettings {
+            fingerprint_sha256: Some("AB:CD".into()),
+            ..TlsSettings::default()
+        };
+        assert_eq!(
+            client_config(&settings).err(),
+            Some(Error::BadFingerprint("AB:CD".into()))
+        );
     }
 }
