@@ -12,9 +12,9 @@ use porthole_pve::ticket::{self, Renewal};
 use tracing::{info, warn};
 
 use crate::context::Context;
-use crate::resources::SessionPlan;
+use crate::resources::{SessionPlan, secret_text};
 use crate::status::{Reason, Verdict};
-use crate::target::{ProxmoxAuth, Target};
+use crate::target::{ProxmoxAuth, ProxmoxTarget, Target};
 
 /// A plan whose credential is ready for the proxy, and when to renew it.
 #[derive(Debug)]
@@ -46,34 +46,55 @@ pub async fn authenticate(
     let current = existing.and_then(stored_ticket);
     let issued = current.as_ref().and_then(|t| ticket::issued_at(&t.ticket));
     let renew_after = ctx.config.pve_ticket_renew_after;
-    let client =
-        Client::new(&target.url, &target.tls, ctx.config.pve_timeout).map_err(|e| verdict(&e))?;
     let ticket = match (
         ticket::renewal(issued, SystemTime::now(), renew_after),
         current,
     ) {
         (Renewal::Keep { .. }, Some(current)) => current,
-        (Renewal::Renew, Some(current)) => {
-            match mint(ctx, || client.login(&current.username, &current.ticket)).await {
-                Ok(renewed) => {
-                    info!(session = %plan.session_name, "renewed the Proxmox login ticket");
-                    renewed
-                }
-                Err(error) => {
-                    warn!(session = %plan.session_name, %error, "cannot renew the Proxmox login ticket; logging in again");
-                    mint(ctx, || client.login(username, password))
-                        .await
-                        .map_err(|e| verdict(&e))?
-                }
-            }
+        (Renewal::Renew, renewable) => {
+            new_ticket(
+                ctx,
+                target,
+                &plan.session_name,
+                renewable,
+                username,
+                password,
+            )
+            .await?
         }
-        _ => mint(ctx, || client.login(username, password))
-            .await
-            .map_err(|e| verdict(&e))?,
+        _ => new_ticket(ctx, target, &plan.session_name, None, username, password).await?,
     };
     let renew_at = ticket::issued_at(&ticket.ticket).map(|issued| issued + renew_after);
     target.auth = ProxmoxAuth::Ticket(ticket);
     Ok(Authenticated { plan, renew_at })
+}
+
+/// Talks to Proxmox, which only a renewal or a login needs: renews `renewable`
+/// when given (the ticket is its own password), else or when that fails logs in.
+async fn new_ticket(
+    ctx: &Context,
+    target: &ProxmoxTarget,
+    session: &str,
+    renewable: Option<LoginTicket>,
+    username: &str,
+    password: &str,
+) -> Result<LoginTicket, Verdict> {
+    let client =
+        Client::new(&target.url, &target.tls, ctx.config.pve_timeout).map_err(|e| verdict(&e))?;
+    if let Some(current) = renewable {
+        match mint(ctx, || client.login(&current.username, &current.ticket)).await {
+            Ok(renewed) => {
+                info!(session, "renewed the Proxmox login ticket");
+                return Ok(renewed);
+            }
+            Err(error) => {
+                warn!(session, %error, "cannot renew the Proxmox login ticket; logging in again");
+            }
+        }
+    }
+    mint(ctx, || client.login(username, password))
+        .await
+        .map_err(|e| verdict(&e))
 }
 
 /// Runs one login, recording its latency and outcome.
@@ -94,18 +115,12 @@ where
 
 /// The ticket the session's Secret holds, if it holds a whole one.
 fn stored_ticket(secret: &Secret) -> Option<LoginTicket> {
-    let data = secret.data.as_ref()?;
-    let text = |key: &str| {
-        data.get(key)
-            .and_then(|v| String::from_utf8(v.0.clone()).ok())
-            .filter(|v| !v.is_empty())
-    };
-    let ticket = text(secret_keys::PVE_TICKET)?;
+    let ticket = secret_text(secret, secret_keys::PVE_TICKET)?;
     // `PVE:user@realm:HEXTIME::SIG`
     let username = ticket.split(':').nth(1)?.to_string();
     Some(LoginTicket {
         username,
-        csrf_token: text(secret_keys::PVE_CSRF_TOKEN)?,
+        csrf_token: secret_text(secret, secret_keys::PVE_CSRF_TOKEN)?,
         ticket,
     })
 }

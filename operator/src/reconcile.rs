@@ -28,7 +28,7 @@ use tracing::{info, warn};
 use crate::context::Context;
 use crate::naming::child_name;
 use crate::proxmox::{Authenticated, authenticate};
-use crate::resources::{SessionPlan, console_url};
+use crate::resources::{SessionPlan, console_url, secret_text};
 use crate::status::{Reason, Verdict, pod_is_ready, pod_outcome};
 use crate::validate::{Credentials, Observed, ProxmoxCredentials, plan};
 
@@ -73,14 +73,9 @@ pub async fn reconcile(session: Arc<ConsoleSession>, ctx: Arc<Context>) -> Resul
     let observed = dereference(&session, &ctx, &children).await?;
     let plan = match plan(&session, &observed, &ctx.config, new_token) {
         Ok(plan) => plan,
-        Err(verdict) if verdict.phase.is_final() => {
-            finish(&session, &ctx, &children, verdict).await?;
-            return Ok(Action::await_change());
-        }
+        // Watches on Hypervisors bring a waiting session back; the retry is a backstop.
         Err(verdict) => {
-            update_status(&session, &ctx, &verdict).await?;
-            // Watches on Hypervisors and Secrets bring us back; this is a backstop.
-            return Ok(Action::requeue(Duration::from_secs(60)));
+            return settle(&session, &ctx, &children, verdict, Duration::from_secs(60)).await;
         }
     };
 
@@ -97,13 +92,8 @@ pub async fn reconcile(session: Arc<ConsoleSession>, ctx: Arc<Context>) -> Resul
     let Authenticated { plan, renew_at } =
         match authenticate(plan, observed.session_secret.as_ref(), &ctx).await {
             Ok(authenticated) => authenticated,
-            Err(verdict) if verdict.phase.is_final() => {
-                finish(&session, &ctx, &children, verdict).await?;
-                return Ok(Action::await_change());
-            }
             Err(verdict) => {
-                update_status(&session, &ctx, &verdict).await?;
-                return Ok(Action::requeue(Duration::from_secs(15)));
+                return settle(&session, &ctx, &children, verdict, Duration::from_secs(15)).await;
             }
         };
     let (pod, service) = apply(&ctx, &children, &plan, &session, existing_pod).await?;
@@ -242,13 +232,8 @@ async fn dereference(
 
 /// Reads the Secret a Hypervisor names for its credentials.
 async fn read_credentials(ctx: &Context, hypervisor: &Hypervisor) -> Result<Credentials> {
-    let secret_value = |secret: &Option<Secret>, key: &str| {
-        secret
-            .as_ref()
-            .and_then(|s| s.data.as_ref()?.get(key))
-            .and_then(|v| String::from_utf8(v.0.clone()).ok())
-            .filter(|v| !v.is_empty())
-    };
+    let secret_value =
+        |secret: &Option<Secret>, key: &str| secret.as_ref().and_then(|s| secret_text(s, key));
     if let Some(vnc) = &hypervisor.spec.vnc {
         let Some(reference) = &vnc.password_secret_ref else {
             return Ok(Credentials::NotConfigured);
@@ -368,6 +353,25 @@ async fn service_has_ready_endpoint(ctx: &Context, ns: &str, service: &str) -> R
                 .and_then(|c| c.ready)
                 .unwrap_or(false)
         }))
+}
+
+/// Ends this reconcile on a verdict that stops it: a final one finishes the
+/// session; any other is reported, and the session is looked at again after
+/// `retry`.
+async fn settle(
+    session: &ConsoleSession,
+    ctx: &Context,
+    children: &Children,
+    verdict: Verdict,
+    retry: Duration,
+) -> Result<Action> {
+    if verdict.phase.is_final() {
+        finish(session, ctx, children, verdict).await?;
+        Ok(Action::await_change())
+    } else {
+        update_status(session, ctx, &verdict).await?;
+        Ok(Action::requeue(retry))
+    }
 }
 
 /// Records a final verdict, then removes everything the session created.

@@ -307,6 +307,16 @@ impl SessionPlan {
     }
 }
 
+/// A Secret's value under `key` as text, when it is there and not empty.
+pub fn secret_text(secret: &Secret, key: &str) -> Option<String> {
+    secret
+        .data
+        .as_ref()?
+        .get(key)
+        .and_then(|v| String::from_utf8(v.0.clone()).ok())
+        .filter(|v| !v.is_empty())
+}
+
 /// The console URL: the Service address, with the access token in the fragment.
 pub fn console_url(cluster_ip: &str, token: &str) -> String {
     let host = if cluster_ip.contains(':') {

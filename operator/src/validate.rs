@@ -17,7 +17,7 @@ use porthole_pve::tls::TlsSettings;
 
 use crate::config::Config;
 use crate::naming::child_name;
-use crate::resources::SessionPlan;
+use crate::resources::{SessionPlan, secret_text};
 use crate::status::{Reason, Verdict};
 use crate::target::{ProxmoxAuth, ProxmoxTarget, Target, VncTarget};
 
@@ -120,9 +120,7 @@ pub fn plan(
     let token = observed
         .session_secret
         .as_ref()
-        .and_then(|s| s.data.as_ref()?.get(secret_keys::TOKEN))
-        .and_then(|b| String::from_utf8(b.0.clone()).ok())
-        .filter(|t| !t.is_empty())
+        .and_then(|s| secret_text(s, secret_keys::TOKEN))
         .unwrap_or_else(fresh_token);
     Ok(SessionPlan {
         namespace: session.namespace().unwrap_or_default(),
