@@ -135,6 +135,35 @@ impl Drop for TestNamespace {
     }
 }
 
+/// `kubectl apply` of one object, as the JSON form of its manifest.
+pub async fn apply(object: &serde_json::Value) -> Result<()> {
+    kubectl(&["apply", "-f", "-"], Some(&serde_json::to_string(object)?)).await?;
+    Ok(())
+}
+
+/// `kubectl wait --for=CONDITION` on a ConsoleSession, such as
+/// `condition=Ready` or `jsonpath={.status.phase}=Expired`.
+pub async fn wait_for_session(
+    namespace: &str,
+    name: &str,
+    condition: &str,
+    timeout: Duration,
+) -> Result<()> {
+    kubectl(
+        &[
+            "-n",
+            namespace,
+            "wait",
+            &format!("--for={condition}"),
+            &format!("consolesession/{name}"),
+            &format!("--timeout={}s", timeout.as_secs()),
+        ],
+        None,
+    )
+    .await?;
+    Ok(())
+}
+
 /// A short random suffix so parallel tests never share names.
 pub fn unique_suffix() -> String {
     let n: u32 = rand::rng().random();

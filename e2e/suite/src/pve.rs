@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::HYPERVISOR_HOST;
-use crate::cluster::{kubectl, unique_suffix};
+use crate::cluster::{apply, unique_suffix};
 
 /// The user porthole logs in as in every simulator: only `VM.Console` on the
 /// VMs of the test.
@@ -191,11 +191,7 @@ impl PveSim {
             },
         });
         for object in [secret, hypervisor] {
-            kubectl(
-                &["apply", "-f", "-"],
-                Some(&serde_json::to_string(&object)?),
-            )
-            .await?;
+            apply(&object).await?;
         }
         Ok(())
     }

@@ -17,7 +17,9 @@ use porthole_e2e::browser::{
     Browser, CONNECTED, CONNECTING, DISCONNECTED, Input, PageState, SimVms, Until,
     countdown_seconds, shows_the_same,
 };
-use porthole_e2e::cluster::{TestNamespace, client, eventually, kubectl, unique_suffix};
+use porthole_e2e::cluster::{
+    TestNamespace, apply, client, eventually, kubectl, unique_suffix, wait_for_session,
+};
 use porthole_e2e::pve::{self, PveSim, SimVm};
 use porthole_e2e::rfb::ConsoleUrl;
 use porthole_e2e::vm::Vm;
@@ -58,11 +60,7 @@ impl Bed {
             },
         });
         self.hypervisors.push(name.clone());
-        kubectl(
-            &["apply", "-f", "-"],
-            Some(&serde_json::to_string(&manifest)?),
-        )
-        .await?;
+        apply(&manifest).await?;
         Ok(name)
     }
 
@@ -91,26 +89,16 @@ impl Bed {
             "metadata": {"name": name, "namespace": self.ns.name},
             "spec": spec,
         });
-        kubectl(
-            &["apply", "-f", "-"],
-            Some(&serde_json::to_string(&session)?),
-        )
-        .await?;
-        Ok(())
+        apply(&session).await
     }
 
     /// Waits until the session is Ready and returns its console URL.
     async fn ready(&self, name: &str) -> Result<String> {
-        kubectl(
-            &[
-                "-n",
-                &self.ns.name,
-                "wait",
-                "--for=condition=Ready",
-                &format!("consolesession/{name}"),
-                "--timeout=120s",
-            ],
-            None,
+        wait_for_session(
+            &self.ns.name,
+            name,
+            "condition=Ready",
+            Duration::from_secs(120),
         )
         .await?;
         self.status(name)

@@ -1,13 +1,15 @@
 //! How sessions end, for real causes, on the test bed: the proxy's end reason
 //! travels through its termination message into the session's final phase.
 
+use std::time::Duration;
+
 use anyhow::{Context as _, Result};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::Api;
 use porthole_api::v1alpha1::{ConsoleSession, ConsoleSessionStatus, SessionPhase};
 use porthole_e2e::HYPERVISOR_HOST;
-use porthole_e2e::cluster::{TestNamespace, client, kubectl, unique_suffix};
+use porthole_e2e::cluster::{TestNamespace, client, kubectl, unique_suffix, wait_for_session};
 use porthole_e2e::rfb;
 use porthole_e2e::vm::Vm;
 
@@ -53,21 +55,7 @@ impl Setup {
     }
 
     async fn wait_for(&self, name: &str, condition: &str) -> Result<()> {
-        let resource = format!("consolesession/{name}");
-        let condition = format!("--for={condition}");
-        kubectl(
-            &[
-                "-n",
-                &self.ns.name,
-                "wait",
-                &condition,
-                &resource,
-                "--timeout=90s",
-            ],
-            None,
-        )
-        .await?;
-        Ok(())
+        wait_for_session(&self.ns.name, name, condition, Duration::from_secs(90)).await
     }
 
     /// Waits for the final phase and returns the final status.

@@ -9,7 +9,8 @@ use kube::Api;
 use porthole_api::v1alpha1::{ConsoleSession, SessionPhase};
 use porthole_e2e::HYPERVISOR_HOST;
 use porthole_e2e::cluster::{
-    TestNamespace, client, kubectl, kubectl_output, unique_suffix, wait_until_children_gone,
+    TestNamespace, client, kubectl, kubectl_output, unique_suffix, wait_for_session,
+    wait_until_children_gone,
 };
 
 fn hypervisor(name: &str, allowed_namespaces: &str) -> String {
@@ -66,16 +67,11 @@ async fn a_namespace_outside_allowed_namespaces_gets_not_allowed_and_no_pod() ->
         + "---\n"
         + &session(&ns.name, "denied", &hv, "");
     kubectl(&["apply", "-f", "-"], Some(&manifests)).await?;
-    kubectl(
-        &[
-            "-n",
-            &ns.name,
-            "wait",
-            "--for=jsonpath={.status.reason}=NotAllowed",
-            "consolesession/denied",
-            "--timeout=60s",
-        ],
-        None,
+    wait_for_session(
+        &ns.name,
+        "denied",
+        "jsonpath={.status.reason}=NotAllowed",
+        Duration::from_secs(60),
     )
     .await?;
     let sessions: Api<ConsoleSession> = Api::namespaced(client.clone(), &ns.name);
@@ -99,28 +95,18 @@ async fn the_hard_timeout_ends_the_session_on_time_and_removes_what_it_created()
     let manifests =
         hypervisor(&hv, "{}") + "---\n" + &session(&ns.name, "short", &hv, "  timeout: 25s\n");
     kubectl(&["apply", "-f", "-"], Some(&manifests)).await?;
-    kubectl(
-        &[
-            "-n",
-            &ns.name,
-            "wait",
-            "--for=condition=Ready",
-            "consolesession/short",
-            "--timeout=60s",
-        ],
-        None,
+    wait_for_session(
+        &ns.name,
+        "short",
+        "condition=Ready",
+        Duration::from_secs(60),
     )
     .await?;
-    kubectl(
-        &[
-            "-n",
-            &ns.name,
-            "wait",
-            "--for=jsonpath={.status.phase}=Expired",
-            "consolesession/short",
-            "--timeout=60s",
-        ],
-        None,
+    wait_for_session(
+        &ns.name,
+        "short",
+        "jsonpath={.status.phase}=Expired",
+        Duration::from_secs(60),
     )
     .await?;
     let sessions: Api<ConsoleSession> = Api::namespaced(client.clone(), &ns.name);

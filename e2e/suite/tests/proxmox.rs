@@ -10,7 +10,9 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use porthole_api::contract::secret_keys;
 use porthole_api::v1alpha1::{ConsoleSession, ConsoleSessionStatus, SessionPhase};
-use porthole_e2e::cluster::{TestNamespace, client, eventually, kubectl, unique_suffix};
+use porthole_e2e::cluster::{
+    TestNamespace, apply, client, eventually, kubectl, unique_suffix, wait_for_session,
+};
 use porthole_e2e::pve::{self, PveSim, SimVm};
 use porthole_e2e::rfb::{self, ConsoleUrl};
 use serde_json::{Value, json};
@@ -53,25 +55,15 @@ impl Setup {
                 "vm": {"node": node, "id": vmid, "kind": kind},
             },
         });
-        kubectl(
-            &["apply", "-f", "-"],
-            Some(&serde_json::to_string(&session)?),
-        )
-        .await?;
-        Ok(())
+        apply(&session).await
     }
 
     async fn ready(&self, name: &str) -> Result<ConsoleSessionStatus> {
-        kubectl(
-            &[
-                "-n",
-                &self.ns.name,
-                "wait",
-                "--for=condition=Ready",
-                &format!("consolesession/{name}"),
-                "--timeout=120s",
-            ],
-            None,
+        wait_for_session(
+            &self.ns.name,
+            name,
+            "condition=Ready",
+            Duration::from_secs(120),
         )
         .await?;
         self.sessions.get(name).await?.status.context("status")

@@ -12,7 +12,8 @@ use kube::Api;
 use porthole_api::v1alpha1::ConsoleSession;
 use porthole_e2e::HYPERVISOR_HOST;
 use porthole_e2e::cluster::{
-    TestNamespace, client, eventually, kubectl, unique_suffix, wait_until_children_gone,
+    TestNamespace, client, eventually, kubectl, unique_suffix, wait_for_session,
+    wait_until_children_gone,
 };
 use porthole_e2e::rfb::{self, ConsoleUrl, Refused};
 use porthole_e2e::vm::Vm;
@@ -58,18 +59,7 @@ async fn console_session_opens_a_real_vm_and_is_cleaned_up_by_the_garbage_collec
         Some(&manifests(&ns.name, &hypervisor, VNC_PORT)),
     )
     .await?;
-    kubectl(
-        &[
-            "-n",
-            &ns.name,
-            "wait",
-            "--for=condition=Ready",
-            "consolesession/web",
-            "--timeout=120s",
-        ],
-        None,
-    )
-    .await?;
+    wait_for_session(&ns.name, "web", "condition=Ready", Duration::from_secs(120)).await?;
 
     let sessions: Api<ConsoleSession> = Api::namespaced(client.clone(), &ns.name);
     let session = sessions.get("web").await?;
