@@ -48,20 +48,46 @@ impl Error {
     }
 }
 
-/// Maps a Proxmox error answer onto a failure kind. Proxmox reports a missing
-/// VM and a stopped VM as 500 with a message; the texts are qemu-server's and
-/// pve-container's.
+/// What an error answer from either call means.
 pub fn classify(status: u16, message: &str) -> UpstreamFailure {
     let message = message.to_ascii_lowercase();
+    let says = |what: &str| message.contains(what);
+    if says("invalid pvevnc ticket") {
+        return UpstreamFailure::TicketRejected;
+    }
     match status {
-        401 if message.contains("pvevnc") => UpstreamFailure::TicketRejected,
         401 => UpstreamFailure::BadCredentials,
         403 => UpstreamFailure::PermissionDenied,
-        _ if message.contains("does not exist") || message.contains("no such vm") => {
+        // `Configuration file 'nodes/N/qemu-server/ID.conf' does not exist`
+        _ if says("does not exist")
+            || says("no such vm")
+            || says("unable to find configuration") =>
+        {
             UpstreamFailure::VmNotFound
         }
-        _ if message.contains("not running") => UpstreamFailure::VmNotRunning,
+        // `VM 100 not running`, `CT 200 not running`
+        _ if says("not running") => UpstreamFailure::VmNotRunning,
+        // pveproxy could not reach the node that runs the VM.
+        595 | 596 => UpstreamFailure::Unreachable,
         _ => UpstreamFailure::Protocol,
+    }
+}
+
+/// The longest Proxmox message porthole repeats (in status, Events, close
+/// reasons).
+pub const MAX_MESSAGE_LEN: usize = 200;
+
+/// A message from Proxmox VE made one line of at most [`MAX_MESSAGE_LEN`]
+/// characters.
+pub fn readable(text: &str) -> String {
+    let text: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let text = text.trim();
+    match text.char_indices().nth(MAX_MESSAGE_LEN) {
+        Some((end, _)) => format!("{}...", &text[..end]),
+        None => text.to_string(),
     }
 }
 
@@ -221,9 +247,11 @@ pub async fn read_data<T: serde::de::DeserializeOwned>(
         detail: describe(&e),
     })?;
     if !status.is_success() {
-        let message = error_message(status, &body);
+        let message = error_message(Some(status.canonical_reason().unwrap_or("error")), &body);
         return Err(match status {
-            StatusCode::UNAUTHORIZED if !message.to_ascii_lowercase().contains("pvevnc") => {
+            StatusCode::UNAUTHORIZED
+                if classify(401, &message) == UpstreamFailure::BadCredentials =>
+            {
                 Error::Unauthorized(message)
             }
             _ => Error::Status {
@@ -239,25 +267,20 @@ pub async fn read_data<T: serde::de::DeserializeOwned>(
         .ok_or_else(|| Error::Protocol(format!("{url} answered without data")))
 }
 
-/// Proxmox puts its error text in the status line and, for JSON, in
-/// `message` or `errors`; the status line's text is lost by HTTP/1 clients, so
-/// the body is preferred.
-fn error_message(status: StatusCode, body: &[u8]) -> String {
+/// Proxmox VE's error message for a failed call: the JSON `message` (or
+/// `errors`, for parameter errors) when the body has one, else the HTTP reason
+/// phrase, where Proxmox VE puts it. Made one readable line; nothing else of
+/// the body is ever used.
+pub fn error_message(reason: Option<&str>, body: &[u8]) -> String {
     #[derive(Deserialize)]
     struct ErrorBody {
         message: Option<String>,
         errors: Option<serde_json::Value>,
     }
-    let parsed: Option<ErrorBody> = serde_json::from_slice(body).ok();
-    let text = parsed
-        .and_then(|b| {
-            b.message
-                .or_else(|| b.errors.map(|errors| errors.to_string()))
-        })
-        .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_string());
-    let text = text.trim();
-    // Bounded: it ends up in status messages.
-    text.chars().take(300).collect()
+    let from_body = serde_json::from_slice::<ErrorBody>(body)
+        .ok()
+        .and_then(|b| b.message.or_else(|| b.errors.map(|e| e.to_string())));
+    readable(from_body.as_deref().or(reason).unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -265,31 +288,67 @@ mod tests {
     use super::*;
 
     #[test]
-    fn failures_are_classified_by_status_and_message() {
-        assert_eq!(
-            classify(401, "authentication failure"),
-            UpstreamFailure::BadCredentials
-        );
-        assert_eq!(
-            classify(401, "permission denied - invalid PVEVNC ticket"),
-            UpstreamFailure::TicketRejected
-        );
-        assert_eq!(
-            classify(403, "Permission check failed (/vms/100, VM.Console)"),
-            UpstreamFailure::PermissionDenied
-        );
-        assert_eq!(
-            classify(
-                500,
-                "Configuration file 'nodes/pve/qemu-server/101.conf' does not exist"
+    fn classifies_what_proxmox_answers() {
+        use UpstreamFailure::*;
+        for (status, message, failure) in [
+            (401, "authentication failure", BadCredentials),
+            (401, "No ticket", BadCredentials),
+            (
+                401,
+                "permission denied - invalid PVEVNC ticket",
+                TicketRejected,
             ),
-            UpstreamFailure::VmNotFound
+            (
+                500,
+                "permission denied - invalid PVEVNC ticket",
+                TicketRejected,
+            ),
+            (
+                403,
+                "Permission check failed (/vms/100, VM.Console)",
+                PermissionDenied,
+            ),
+            (
+                500,
+                "Configuration file 'nodes/pve/qemu-server/999.conf' does not exist",
+                VmNotFound,
+            ),
+            (
+                500,
+                "Configuration file 'nodes/pve/lxc/999.conf' does not exist",
+                VmNotFound,
+            ),
+            (500, "VM 100 not running", VmNotRunning),
+            (500, "CT 200 not running", VmNotRunning),
+            (595, "Connection refused", Unreachable),
+            (400, "Parameter verification failed.", Protocol),
+            (
+                501,
+                "Method 'POST /nodes/pve/qemu/100/vncproxy' not implemented",
+                Protocol,
+            ),
+            (500, "", Protocol),
+        ] {
+            assert_eq!(classify(status, message), failure, "{status} {message}");
+        }
+    }
+
+    #[test]
+    fn error_messages_come_from_the_json_message_or_the_reason_phrase() {
+        assert_eq!(
+            error_message(Some("VM 100 not running"), br#"{"data":null}"#),
+            "VM 100 not running"
         );
         assert_eq!(
-            classify(500, "VM 100 not running"),
-            UpstreamFailure::VmNotRunning
+            error_message(
+                Some("x"),
+                b"{\"data\":null,\"message\":\"VM 100 not running\\n\"}"
+            ),
+            "VM 100 not running"
         );
-        assert_eq!(classify(500, "disk full"), UpstreamFailure::Protocol);
+        assert_eq!(error_message(None, b"<html>body</html>"), "");
+        let long = error_message(Some(&"é".repeat(300)), b"");
+        assert_eq!(long.chars().count(), MAX_MESSAGE_LEN + 3);
     }
 
     #[test]
@@ -319,18 +378,6 @@ mod tests {
             client.endpoint("access/ticket").as_str(),
             "https://pve:8006/api2/json/access/ticket"
         );
-    }
-
-    #[test]
-    fn error_messages_prefer_the_body() {
-        assert_eq!(
-            error_message(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                br#"{"data":null,"message":"VM 100 not running\n"}"#
-            ),
-            "VM 100 not running"
-        );
-        assert_eq!(error_message(StatusCode::UNAUTHORIZED, b""), "Unauthorized");
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::fmt;
 use std::fmt::Write as _;
 
 use porthole_api::contract::UpstreamFailure;
+pub use porthole_pve::api::{classify, error_message, readable};
 use serde::Deserialize;
 
 use crate::rfb::vnc_auth::VncPassword;
@@ -12,8 +13,6 @@ use crate::rfb::vnc_auth::VncPassword;
 /// The longest `vncticket` `vncwebsocket` accepts.
 pub const MAX_VNC_TICKET_LEN: usize = 512;
 /// Error messages from Proxmox VE are cut to this many characters.
-const MAX_MESSAGE_LEN: usize = 200;
-
 /// Which call failed, for messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Call {
@@ -85,7 +84,6 @@ impl Minted {
 #[derive(Deserialize)]
 struct Envelope<T> {
     data: Option<T>,
-    message: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -139,30 +137,6 @@ pub fn parse_vncproxy(body: &[u8]) -> Result<Minted, String> {
     })
 }
 
-/// Proxmox VE's error message for a failed call: the JSON `message` when the
-/// body has one, else the HTTP reason phrase, where Proxmox VE puts it. Made
-/// one readable line; nothing else of the body is ever used.
-pub fn error_message(reason: Option<&str>, body: &[u8]) -> String {
-    let from_body = serde_json::from_slice::<Envelope<serde_json::Value>>(body)
-        .ok()
-        .and_then(|e| e.message);
-    readable(from_body.as_deref().or(reason).unwrap_or_default())
-}
-
-/// A message from Proxmox VE made one line of at most [`MAX_MESSAGE_LEN`]
-/// characters.
-pub fn readable(text: &str) -> String {
-    let text: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    let text = text.trim();
-    match text.char_indices().nth(MAX_MESSAGE_LEN) {
-        Some((end, _)) => format!("{}...", &text[..end]),
-        None => text.to_string(),
-    }
-}
-
 /// What the `vncproxy` task that served a console says about its end.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TaskOutcome {
@@ -209,31 +183,6 @@ impl TaskOutcome {
             Some(exit) if !self.running => (UpstreamFailure::Protocol, Some(readable(exit))),
             _ => (UpstreamFailure::ListenerTimeout, None),
         }
-    }
-}
-
-/// What an error answer from either call means.
-pub fn classify(status: u16, message: &str) -> UpstreamFailure {
-    let message = message.to_ascii_lowercase();
-    let says = |what: &str| message.contains(what);
-    if says("invalid pvevnc ticket") {
-        return UpstreamFailure::TicketRejected;
-    }
-    match status {
-        401 => UpstreamFailure::BadCredentials,
-        403 => UpstreamFailure::PermissionDenied,
-        // `Configuration file 'nodes/N/qemu-server/ID.conf' does not exist`
-        _ if says("does not exist")
-            || says("no such vm")
-            || says("unable to find configuration") =>
-        {
-            UpstreamFailure::VmNotFound
-        }
-        // `VM 100 not running`, `CT 200 not running`
-        _ if says("not running") => UpstreamFailure::VmNotRunning,
-        // pveproxy could not reach the node that runs the VM.
-        595 | 596 => UpstreamFailure::Unreachable,
-        _ => UpstreamFailure::Protocol,
     }
 }
 
@@ -332,24 +281,6 @@ mod tests {
     }
 
     #[test]
-    fn error_messages_come_from_the_json_message_or_the_reason_phrase() {
-        assert_eq!(
-            error_message(Some("VM 100 not running"), br#"{"data":null}"#),
-            "VM 100 not running"
-        );
-        assert_eq!(
-            error_message(
-                Some("x"),
-                b"{\"data\":null,\"message\":\"VM 100 not running\\n\"}"
-            ),
-            "VM 100 not running"
-        );
-        assert_eq!(error_message(None, b"<html>body</html>"), "");
-        let long = error_message(Some(&"é".repeat(300)), b"");
-        assert_eq!(long.chars().count(), MAX_MESSAGE_LEN + 3);
-    }
-
-    #[test]
     fn a_task_says_why_its_console_closed() {
         let outcome = |status: &str, log: &str| {
             TaskOutcome::parse(status.as_bytes(), log.as_bytes())
@@ -386,51 +317,5 @@ mod tests {
             (UpstreamFailure::Protocol, Some("something else".into()))
         );
         assert_eq!(TaskOutcome::parse(b"{}", b"[]"), None);
-    }
-
-    #[test]
-    fn classifies_what_proxmox_answers() {
-        use UpstreamFailure::*;
-        for (status, message, failure) in [
-            (401, "authentication failure", BadCredentials),
-            (401, "No ticket", BadCredentials),
-            (
-                401,
-                "permission denied - invalid PVEVNC ticket",
-                TicketRejected,
-            ),
-            (
-                500,
-                "permission denied - invalid PVEVNC ticket",
-                TicketRejected,
-            ),
-            (
-                403,
-                "Permission check failed (/vms/100, VM.Console)",
-                PermissionDenied,
-            ),
-            (
-                500,
-                "Configuration file 'nodes/pve/qemu-server/999.conf' does not exist",
-                VmNotFound,
-            ),
-            (
-                500,
-                "Configuration file 'nodes/pve/lxc/999.conf' does not exist",
-                VmNotFound,
-            ),
-            (500, "VM 100 not running", VmNotRunning),
-            (500, "CT 200 not running", VmNotRunning),
-            (595, "Connection refused", Unreachable),
-            (400, "Parameter verification failed.", Protocol),
-            (
-                501,
-                "Method 'POST /nodes/pve/qemu/100/vncproxy' not implemented",
-                Protocol,
-            ),
-            (500, "", Protocol),
-        ] {
-            assert_eq!(classify(status, message), failure, "{status} {message}");
-        }
     }
 }
