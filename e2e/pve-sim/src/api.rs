@@ -422,7 +422,7 @@ async fn vncproxy(mut request: ApiRequest<'_>, target: Target) -> Response<Body>
         Err(response) => return *response,
     };
     let entry = &sim.vms[&vmid];
-    let (listener, port) = match vncproxy::bind_console_port().await {
+    let (listener, port) = match vncproxy::bind_console_port(sim.console_address).await {
         Ok(bound) => bound,
         Err(e) => return reply::api_error(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e}\n")),
     };
@@ -589,7 +589,7 @@ async fn vncwebsocket(
     let protocol = header_text(req, "sec-websocket-protocol").unwrap_or_default();
     // pveproxy connects to the worker before it answers 101; a failed connect
     // leaves the client without an answer.
-    let upstream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+    let upstream = tokio::net::TcpStream::connect((sim.console_address, port))
         .await
         .map_err(|source| ApiError::ConsoleConnect { port, source })?;
     let on_upgrade = hyper::upgrade::on(req);

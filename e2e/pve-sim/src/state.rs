@@ -50,6 +50,9 @@ pub struct Sim {
     pub vms: BTreeMap<u32, VmEntry>,
     pub tasks: Tasks,
     pub ca_pem: String,
+    /// Where this simulator's vncproxy workers listen (see
+    /// [`vncproxy::console_address`]).
+    pub console_address: std::net::Ipv4Addr,
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
     issued: Mutex<Issued>,
@@ -70,6 +73,7 @@ impl Sim {
             vms,
             tasks: Tasks::default(),
             ca_pem,
+            console_address: crate::vncproxy::console_address(),
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
             issued: Mutex::new(Issued::default()),

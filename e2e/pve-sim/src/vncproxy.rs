@@ -5,6 +5,8 @@
 //! PVE task with a UPID whose status and log can be read through the API.
 
 use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,7 +19,7 @@ use crate::qemu::{QemuError, Vm};
 /// Errors starting a worker.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
-    /// Every port in 5900-5999 is taken on 127.0.0.1.
+    /// Every port in 5900-5999 is taken on the console address.
     #[error("unable to find free port (5900-5999)")]
     NoFreePort,
     #[error("binding the console port: {0}")]
@@ -27,12 +29,26 @@ pub enum WorkerError {
 pub const FIRST_PORT: u16 = 5900;
 pub const LAST_PORT: u16 = 5999;
 
-/// Binds the lowest free port in 5900-5999 on 127.0.0.1 (as PVE's
-/// `next_vnc_port`); a port another process holds (EADDRINUSE) is skipped, so
-/// several simulators can share a host.
-pub async fn bind_console_port() -> Result<(TcpListener, u16), WorkerError> {
+/// The loopback address this simulator's console workers listen on.
+///
+/// PVE uses 127.0.0.1, one host per server. Several simulators on one host
+/// (parallel tests) would share that port range: a worker whose listener
+/// timed out frees its port, another simulator binds it, and the first
+/// simulator's `vncwebsocket` connects into the other one's VM. Each
+/// simulator therefore gets its own address in 127.0.0.0/8 (all of it is
+/// local on Linux); clients never see it, they only see the port.
+pub fn console_address() -> Ipv4Addr {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let serial = NEXT.fetch_add(1, Ordering::Relaxed) % 254 + 1;
+    let pid = std::process::id() & 0xffff;
+    Ipv4Addr::new(127, (pid >> 8) as u8, pid as u8, serial as u8)
+}
+
+/// Binds the lowest free port in 5900-5999 on `address` (as PVE's
+/// `next_vnc_port`); a port another process holds (EADDRINUSE) is skipped.
+pub async fn bind_console_port(address: Ipv4Addr) -> Result<(TcpListener, u16), WorkerError> {
     for port in FIRST_PORT..=LAST_PORT {
-        match TcpListener::bind(("127.0.0.1", port)).await {
+        match TcpListener::bind((address, port)).await {
             Ok(listener) => return Ok((listener, port)),
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
             Err(e) => return Err(WorkerError::Bind(e)),
@@ -256,10 +272,21 @@ mod tests {
 
     #[tokio::test]
     async fn binds_a_port_in_range_and_skips_taken_ones() {
-        let (first, port) = bind_console_port().await.unwrap();
+        let address = console_address();
+        let (first, port) = bind_console_port(address).await.unwrap();
         assert!((FIRST_PORT..=LAST_PORT).contains(&port));
-        let (_second, other) = bind_console_port().await.unwrap();
+        let (_second, other) = bind_console_port(address).await.unwrap();
         assert_ne!(port, other);
         drop(first);
+    }
+
+    #[tokio::test]
+    async fn simulators_in_one_process_get_their_own_console_address() {
+        let (one, other) = (console_address(), console_address());
+        assert_ne!(one, other);
+        assert!(one.is_loopback() && other.is_loopback());
+        // Both can hold the same port at once.
+        let (_first, port) = bind_console_port(one).await.unwrap();
+        TcpListener::bind((other, port)).await.unwrap();
     }
 }
