@@ -118,6 +118,37 @@ pub const TOKEN_SUBPROTOCOL_PREFIX: &str = "bearer.porthole.dev.";
 /// The subprotocol of the relayed RFB stream (websockify's).
 pub const BINARY_SUBPROTOCOL: &str = "binary";
 
+/// Where a proxy pod reports its viewers to the operator, as a
+/// [`ViewerReport`] in JSON. The caller proves itself with the session's token
+/// (`Authorization: Bearer <token>`), which the operator holds and viewers
+/// already have, so the report tells nobody anything new.
+///
+/// `?after=GENERATION` turns the request into a long poll: the answer comes when
+/// the report's generation differs (a viewer came or went), or after
+/// [`VIEWERS_LONG_POLL`] with the unchanged report.
+pub const VIEWERS_PATH: &str = "/_porthole/viewers";
+/// The longest a `?after=` request is held open.
+pub const VIEWERS_LONG_POLL: std::time::Duration = std::time::Duration::from_secs(25);
+
+/// The viewers of a session, as its proxy saw them.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ViewerReport {
+    /// Grows by one whenever a viewer connects or disconnects.
+    pub generation: u64,
+    /// Viewers connected now.
+    pub connected: u32,
+    /// Viewers that have connected since the proxy started.
+    pub connections: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_connected_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_disconnected_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// The address the last viewer connected from, as the proxy saw it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_address: Option<String>,
+}
+
 /// Labels on everything the operator creates for a session.
 pub mod labels {
     pub const NAME: &str = "app.kubernetes.io/name";

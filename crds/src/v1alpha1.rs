@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
     doc = "A request to open one VM's console in a browser for a limited time. See spec and status.",
     category = "porthole",
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Viewers","type":"integer","jsonPath":".status.viewers.count","priority":1}"#,
     printcolumn = r#"{"name":"Hypervisor","type":"string","jsonPath":".spec.hypervisor"}"#,
     printcolumn = r#"{"name":"VM","type":"integer","jsonPath":".spec.vm.id"}"#,
     printcolumn = r#"{"name":"Port","type":"integer","jsonPath":".spec.vm.port"}"#,
@@ -156,8 +157,10 @@ pub enum SessionPhase {
     /// Accepted; the proxy is starting.
     #[default]
     Pending,
-    /// The console URL works.
+    /// The console URL works; nobody is watching.
     Ready,
+    /// At least one viewer has the console open (`status.viewers.count`).
+    Connected,
     /// The session ended normally.
     Completed,
     /// The session's lifetime ran out.
@@ -167,6 +170,32 @@ pub enum SessionPhase {
 }
 
 impl SessionPhase {
+    pub const ALL: [SessionPhase; 6] = [
+        SessionPhase::Pending,
+        SessionPhase::Ready,
+        SessionPhase::Connected,
+        SessionPhase::Completed,
+        SessionPhase::Expired,
+        SessionPhase::Failed,
+    ];
+
+    /// As it appears in `status.phase`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionPhase::Pending => "Pending",
+            SessionPhase::Ready => "Ready",
+            SessionPhase::Connected => "Connected",
+            SessionPhase::Completed => "Completed",
+            SessionPhase::Expired => "Expired",
+            SessionPhase::Failed => "Failed",
+        }
+    }
+
+    /// Ready or Connected: the console URL works.
+    pub fn is_open(self) -> bool {
+        matches!(self, SessionPhase::Ready | SessionPhase::Connected)
+    }
+
     /// Final phases never change again.
     pub fn is_final(self) -> bool {
         matches!(
@@ -180,7 +209,7 @@ impl SessionPhase {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConsoleSessionStatus {
-    /// Pending, Ready, Completed, Expired or Failed.
+    /// Pending, Ready, Connected, Completed, Expired or Failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<SessionPhase>,
     /// The console URL. Its fragment carries the session's access token: browsers
@@ -200,13 +229,33 @@ pub struct ConsoleSessionStatus {
     /// When the session reached its final phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_at: Option<Time>,
+    /// Who has the console open, as the proxy reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub viewers: Option<ViewerStatus>,
     /// The generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready`: the console URL works.
+    /// `Ready`: the console URL works (phase Ready or Connected).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+}
+
+/// The session's viewers.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ViewerStatus {
+    /// Viewers connected now.
+    pub count: u32,
+    /// Viewers that have connected since the session started.
+    #[serde(default)]
+    pub connections: u64,
+    /// When a viewer last connected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_connected_at: Option<Time>,
+    /// When a viewer last disconnected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_disconnected_at: Option<Time>,
 }
 
 /// A hypervisor whose VM consoles porthole may open. Cluster-scoped: the platform

@@ -1,17 +1,28 @@
 //! What every reconcile shares: the client, the settings, the Event recorder
 //! and the metrics.
 
+use std::sync::Mutex;
+
+use futures::channel::mpsc::UnboundedReceiver;
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use porthole_api::v1alpha1::ConsoleSession;
 
 use crate::config::Config;
 use crate::telemetry::Metrics;
+use crate::viewers;
 
 pub struct Context {
     pub client: Client,
     pub config: Config,
     pub recorder: Recorder,
     pub metrics: Metrics,
+    /// Plain HTTP to the proxy pods (viewer reports).
+    pub http: reqwest::Client,
+    pub viewer_watches: viewers::Watches,
+    /// Sessions the viewer watches send back; the controller takes it once.
+    pub viewer_triggers: Mutex<Option<UnboundedReceiver<ObjectRef<ConsoleSession>>>>,
 }
 
 impl Context {
@@ -20,11 +31,19 @@ impl Context {
             controller: crate::reconcile::MANAGER.to_string(),
             instance: std::env::var("POD_NAME").ok(),
         };
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .unwrap_or_default();
+        let (viewer_watches, triggers) = viewers::Watches::new(http.clone());
         Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             config,
             metrics,
+            http,
+            viewer_watches,
+            viewer_triggers: Mutex::new(Some(triggers)),
         }
     }
 }

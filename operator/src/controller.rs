@@ -28,7 +28,16 @@ pub async fn run_controller(client: Client, ctx: Arc<Context>) {
     ));
     let controller = Controller::new(sessions, watcher::Config::default());
     let store = controller.store();
+    ctx.metrics.count_sessions_from(store.clone());
+    // A viewer coming or going brings its session back at once.
+    let viewer_triggers = ctx
+        .viewer_triggers
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+        .unwrap_or_else(|| futures::channel::mpsc::unbounded().1);
     controller
+        .reconcile_on(viewer_triggers)
         .owns(Api::<Pod>::all(client.clone()), owned.clone())
         .owns(Api::<Service>::all(client.clone()), owned)
         .watches(

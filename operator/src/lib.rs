@@ -15,6 +15,7 @@ pub mod status;
 pub mod target;
 pub mod telemetry;
 pub mod validate;
+pub mod viewers;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

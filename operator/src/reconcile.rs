@@ -19,8 +19,9 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
-use porthole_api::v1alpha1::{ConsoleSession, Hypervisor, SessionPhase};
+use porthole_api::v1alpha1::{ConsoleSession, Hypervisor, SessionPhase, ViewerStatus};
 use rand::RngCore;
 use serde_json::json;
 use tracing::{info, warn};
@@ -31,6 +32,7 @@ use crate::proxmox::{Authenticated, authenticate};
 use crate::resources::{SessionPlan, console_url, secret_text};
 use crate::status::{Reason, Verdict, pod_is_ready, pod_outcome};
 use crate::validate::{Credentials, Observed, ProxmoxCredentials, plan};
+use crate::viewers;
 
 /// The one field manager for everything the operator writes.
 pub const MANAGER: &str = "porthole-operator";
@@ -60,6 +62,7 @@ pub async fn reconcile(session: Arc<ConsoleSession>, ctx: Arc<Context>) -> Resul
     let previous = session.status.as_ref();
 
     if let Some(ended) = previous.filter(|s| s.phase.is_some_and(SessionPhase::is_final)) {
+        ctx.viewer_watches.stop(&ObjectRef::from_obj(&*session));
         children.delete_all().await?;
         return expire_after_ttl(&session, &ctx, ended.ended_at.as_ref()).await;
     }
@@ -106,14 +109,10 @@ pub async fn reconcile(session: Arc<ConsoleSession>, ctx: Arc<Context>) -> Resul
     let routed =
         pod_is_ready(&pod) && service_has_ready_endpoint(&ctx, &ns, &children.name).await?;
     let mut verdict = match cluster_ip {
-        Some(ip) if routed => Verdict {
-            url: Some(console_url(&ip, &plan.token)),
-            ..Verdict::new(
-                SessionPhase::Ready,
-                Reason::ProxyReady,
-                "the console is ready",
-            )
-        },
+        Some(ip) if routed => {
+            let viewers = read_viewers(&session, &ctx, &pod, &plan.token).await;
+            open_verdict(console_url(&ip, &plan.token), viewers)
+        }
         _ => Verdict::new(
             SessionPhase::Pending,
             Reason::ProxyStarting,
@@ -336,6 +335,58 @@ async fn apply(
     Ok((pod, service))
 }
 
+/// Reads who watches from the proxy, and makes sure a change brings the
+/// session back at once. A proxy that does not answer keeps the last known
+/// viewers (`None`): a status that is late beats one that lies.
+async fn read_viewers(
+    session: &ConsoleSession,
+    ctx: &Context,
+    pod: &Pod,
+    token: &str,
+) -> Option<(ViewerStatus, Option<String>)> {
+    let pod_ip = pod.status.as_ref()?.pod_ip.as_deref()?;
+    match viewers::read(&ctx.http, pod_ip, token, None).await {
+        Ok(report) => {
+            ctx.viewer_watches.ensure(
+                ObjectRef::from_obj(session),
+                pod_ip,
+                token,
+                report.generation,
+            );
+            Some((viewers::status(&report), report.last_address))
+        }
+        Err(error) => {
+            warn!(session = %session.name_any(), %error, "could not read the viewers");
+            None
+        }
+    }
+}
+
+/// Ready, or Connected while somebody watches.
+fn open_verdict(url: String, viewers: Option<(ViewerStatus, Option<String>)>) -> Verdict {
+    let (viewers, address) = viewers.unzip();
+    let watching = viewers.as_ref().map_or(0, |v| v.count);
+    let base = if watching > 0 {
+        Verdict::new(
+            SessionPhase::Connected,
+            Reason::ViewerConnected,
+            format!("{watching} viewer(s) connected"),
+        )
+    } else {
+        Verdict::new(
+            SessionPhase::Ready,
+            Reason::ProxyReady,
+            "the console is ready",
+        )
+    };
+    Verdict {
+        url: Some(url),
+        viewers,
+        viewer_address: address.flatten(),
+        ..base
+    }
+}
+
 async fn service_has_ready_endpoint(ctx: &Context, ns: &str, service: &str) -> Result<bool> {
     let slices: Api<EndpointSlice> = Api::namespaced(ctx.client.clone(), ns);
     let selector = format!("kubernetes.io/service-name={service}");
@@ -406,10 +457,20 @@ async fn update_status(session: &ConsoleSession, ctx: &Context, verdict: &Verdic
         &Patch::Apply(&patch),
     )
     .await?;
-    let phase_changed = previous.and_then(|p| p.phase) != Some(verdict.phase);
+    if let Some(now) = &status.viewers {
+        let before = previous.and_then(|p| p.viewers.as_ref());
+        for (reason, note) in viewers::changes(before, now, verdict.viewer_address.as_deref()) {
+            info!(session = %session.name_any(), reason, "{note}");
+            publish(ctx, session, EventType::Normal, reason, note).await;
+        }
+    }
+    let previous_phase = previous.and_then(|p| p.phase);
+    let phase_changed = previous_phase != Some(verdict.phase);
     let reason_changed =
         previous.and_then(|p| p.reason.as_deref()) != Some(verdict.reason.as_str());
-    if phase_changed || reason_changed {
+    // Viewers coming and going have their own Events (above).
+    let viewers_only = previous_phase.is_some_and(SessionPhase::is_open) && verdict.phase.is_open();
+    if (phase_changed || reason_changed) && !viewers_only {
         ctx.metrics.phase_entered(verdict.phase);
         let type_ = if verdict.phase == SessionPhase::Failed {
             EventType::Warning

@@ -4,7 +4,7 @@
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use porthole_api::contract::{EndReason, UpstreamFailure};
-use porthole_api::v1alpha1::{ConsoleSessionStatus, SessionPhase};
+use porthole_api::v1alpha1::{ConsoleSessionStatus, SessionPhase, ViewerStatus};
 
 pub const CONDITION_READY: &str = "Ready";
 
@@ -13,6 +13,7 @@ pub const CONDITION_READY: &str = "Ready";
 pub enum Reason {
     ProxyStarting,
     ProxyReady,
+    ViewerConnected,
     HypervisorNotFound,
     CredentialsNotFound,
     InvalidSpec,
@@ -35,6 +36,7 @@ impl Reason {
         match self {
             Reason::ProxyStarting => "ProxyStarting",
             Reason::ProxyReady => "ProxyReady",
+            Reason::ViewerConnected => "ViewerConnected",
             Reason::HypervisorNotFound => "HypervisorNotFound",
             Reason::CredentialsNotFound => "CredentialsNotFound",
             Reason::InvalidSpec => "InvalidSpec",
@@ -66,6 +68,10 @@ pub struct Verdict {
     /// When a final verdict happened, if known better than "now" (the proxy's
     /// exit time, rather than when the operator noticed it).
     pub ended_at: Option<Time>,
+    /// The viewers, when the proxy told.
+    pub viewers: Option<ViewerStatus>,
+    /// Where the last viewer came from, for the Event (not kept in status).
+    pub viewer_address: Option<String>,
 }
 
 impl Verdict {
@@ -77,6 +83,8 @@ impl Verdict {
             url: None,
             expires_at: None,
             ended_at: None,
+            viewers: None,
+            viewer_address: None,
         }
     }
 
@@ -87,7 +95,7 @@ impl Verdict {
         previous: Option<&ConsoleSessionStatus>,
         generation: Option<i64>,
     ) -> ConsoleSessionStatus {
-        let ready = if self.phase == SessionPhase::Ready {
+        let ready = if self.phase.is_open() {
             "True"
         } else {
             "False"
@@ -113,6 +121,19 @@ impl Verdict {
                 .or_else(|| previous.and_then(|p| p.expires_at.clone())),
             reason: Some(self.reason.as_str().to_string()),
             message: Some(self.message.clone()),
+            viewers: self
+                .viewers
+                .clone()
+                .or_else(|| previous.and_then(|p| p.viewers.clone()))
+                .map(|viewers| ViewerStatus {
+                    // Once the session is over, its proxy is gone: nobody watches.
+                    count: if self.phase.is_final() {
+                        0
+                    } else {
+                        viewers.count
+                    },
+                    ..viewers
+                }),
             observed_generation: generation,
             conditions: vec![Condition {
                 type_: CONDITION_READY.to_string(),

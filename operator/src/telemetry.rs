@@ -1,8 +1,8 @@
 //! Logs, metrics and the health endpoint.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -10,10 +10,12 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use porthole_api::v1alpha1::SessionPhase;
+use kube::runtime::reflector::Store;
+use porthole_api::v1alpha1::{ConsoleSession, SessionPhase};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
@@ -54,6 +56,8 @@ pub struct Metrics {
     reconcile_errors: Family<CategoryLabel, Counter>,
     reconcile_duration: Histogram,
     phase_transitions: Family<PhaseLabel, Counter>,
+    sessions: Family<PhaseLabel, Gauge>,
+    sessions_store: Arc<OnceLock<Store<ConsoleSession>>>,
     ticket_mints: Family<OutcomeLabel, Histogram>,
 }
 
@@ -92,7 +96,15 @@ impl Default for Metrics {
             "Sessions entering each phase",
             phase_transitions.clone(),
         );
+        let sessions = Family::<PhaseLabel, Gauge>::default();
+        registry.register(
+            "sessions",
+            "ConsoleSessions in the cluster, by phase",
+            sessions.clone(),
+        );
         Metrics {
+            sessions,
+            sessions_store: Arc::default(),
             registry: Arc::new(registry),
             reconciliations,
             reconcile_errors,
@@ -138,19 +150,45 @@ impl Metrics {
     }
 
     pub fn phase_entered(&self, phase: SessionPhase) {
-        let phase = match phase {
-            SessionPhase::Pending => "Pending",
-            SessionPhase::Ready => "Ready",
-            SessionPhase::Completed => "Completed",
-            SessionPhase::Expired => "Expired",
-            SessionPhase::Failed => "Failed",
-        };
         self.phase_transitions
-            .get_or_create(&PhaseLabel { phase })
+            .get_or_create(&PhaseLabel {
+                phase: phase.as_str(),
+            })
             .inc();
     }
 
+    /// Counts sessions by phase from the controller's cache at every scrape, so
+    /// the gauge can never drift from what the cluster holds.
+    pub fn count_sessions_from(&self, store: Store<ConsoleSession>) {
+        let _ = self.sessions_store.set(store);
+    }
+
+    fn count_sessions(&self) {
+        let Some(store) = self.sessions_store.get() else {
+            return;
+        };
+        let mut counts = [0i64; SessionPhase::ALL.len()];
+        for session in store.state() {
+            let phase = session
+                .status
+                .as_ref()
+                .and_then(|s| s.phase)
+                .unwrap_or_default();
+            if let Some(i) = SessionPhase::ALL.iter().position(|p| *p == phase) {
+                counts[i] += 1;
+            }
+        }
+        for (phase, count) in SessionPhase::ALL.iter().zip(counts) {
+            self.sessions
+                .get_or_create(&PhaseLabel {
+                    phase: phase.as_str(),
+                })
+                .set(count);
+        }
+    }
+
     pub fn encode(&self) -> String {
+        self.count_sessions();
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");

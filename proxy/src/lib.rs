@@ -26,4 +26,5 @@ pub mod server;
 pub mod session;
 pub mod termination;
 pub mod tls;
+pub mod viewers;
 pub mod websockify;

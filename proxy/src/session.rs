@@ -17,7 +17,9 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::upgrade::OnUpgrade;
-use porthole_api::contract::{BINARY_SUBPROTOCOL, EndReason, WEBSOCKET_PATH};
+use porthole_api::contract::{
+    BINARY_SUBPROTOCOL, EndReason, VIEWERS_LONG_POLL, VIEWERS_PATH, WEBSOCKET_PATH,
+};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
@@ -34,6 +36,7 @@ use crate::lifetime::{Activity, Limits, Verdict};
 use crate::metrics::{self, AuthFailure, Direction, Metrics, ReasonLabels};
 use crate::relay::{self, End, Observer};
 use crate::rfb::client_messages::{self, Input, Parser};
+use crate::viewers::{self, ViewerLog};
 use crate::{assets, console, page, pve, server, termination};
 
 /// Failed token checks allowed at once, and how fast they come back.
@@ -80,6 +83,7 @@ pub struct Session {
     page: Bytes,
     upstream: console::Upstream,
     admission: Admission,
+    viewers: ViewerLog,
     limits: Limits,
     started: Instant,
     /// The last key or pointer event, or the last viewer's arrival.
@@ -116,6 +120,7 @@ impl Session {
             limiter: RateLimiter::new(AUTH_BURST, AUTH_REFILL),
             upstream,
             admission: Admission::new(args.viewers, args.run_once),
+            viewers: ViewerLog::default(),
             limits: args.limits(),
             started: Instant::now(),
             last_input: Mutex::new(Instant::now()),
@@ -224,8 +229,16 @@ impl Session {
         let permit = Arc::new(permit);
         let session = self.clone();
         let service = service_fn(move |req| {
-            let response = session.route(req, peer, &permit);
-            async move { Ok::<_, Infallible>(response) }
+            let session = session.clone();
+            let permit = permit.clone();
+            async move {
+                let response = if req.uri().path() == VIEWERS_PATH {
+                    session.viewer_report(&req, peer).await
+                } else {
+                    session.route(req, peer, &permit)
+                };
+                Ok::<_, Infallible>(response)
+            }
         });
         let stop = self.stop.clone();
         let timeout = self.config.args.handshake_timeout;
@@ -284,6 +297,38 @@ impl Session {
         }
     }
 
+    /// The operator's view of the viewers (see [`VIEWERS_PATH`]), for the
+    /// session's token only, rate-limited like a viewer's.
+    async fn viewer_report(&self, req: &Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let now = std::time::Instant::now();
+        if !self.limiter.allows(now) {
+            return web::text(StatusCode::TOO_MANY_REQUESTS, "too many failed attempts\n");
+        }
+        let bearer = req
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !bearer.is_some_and(|t| self.config.token.matches(t.as_bytes())) {
+            self.limiter.failed(now);
+            self.metrics.auth_failed(AuthFailure::BadToken);
+            tracing::warn!(%peer, "refused a viewer report: wrong or missing token");
+            return web::text(StatusCode::UNAUTHORIZED, "wrong or missing token\n");
+        }
+        let report = match viewers::after(req.uri().query()) {
+            Some(seen) => {
+                self.viewers
+                    .changed_since(seen, VIEWERS_LONG_POLL, &self.stop)
+                    .await
+            }
+            None => self.viewers.report(),
+        };
+        let body = serde_json::to_vec(&report).unwrap_or_default();
+        let mut response = web::respond(StatusCode::OK, "application/json", body);
+        assets::secure(response.headers_mut(), "no-store");
+        response
+    }
+
     /// Checks the token before anything else happens: a refused request never
     /// reaches the VNC server.
     fn open_console(
@@ -331,7 +376,7 @@ impl Session {
         let span = tracing::info_span!("viewer", %peer);
         match self.admission.admit() {
             Ok(ticket) => {
-                let viewer = self.clone().viewer(on_upgrade, permit, ticket);
+                let viewer = self.clone().viewer(on_upgrade, peer, permit, ticket);
                 self.tasks.spawn(viewer.instrument(span));
             }
             Err(refused) => {
@@ -362,10 +407,11 @@ impl Session {
     async fn viewer(
         self: Arc<Self>,
         on_upgrade: OnUpgrade,
+        peer: SocketAddr,
         _permit: Arc<OwnedSemaphorePermit>,
         ticket: Ticket,
     ) {
-        self.watch(on_upgrade).await;
+        self.watch(on_upgrade, peer).await;
         drop(ticket);
         if self.admission.run_once() {
             // However it went, the one viewer has been and gone.
@@ -373,13 +419,14 @@ impl Session {
         }
     }
 
-    async fn watch(&self, on_upgrade: OnUpgrade) {
+    async fn watch(&self, on_upgrade: OnUpgrade, peer: SocketAddr) {
         let config = web::websocket_config(self.config.args.max_message_size);
         let mut ws = match web::websocket(on_upgrade, config).await {
             Ok(ws) => ws,
             Err(e) => return tracing::debug!(error = %e, "upgrade failed"),
         };
         self.metrics.viewers.inc();
+        self.viewers.connected(peer.ip());
         *self.last_input.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
         tracing::info!("viewer connected");
 
@@ -416,6 +463,7 @@ impl Session {
         };
         self.count_ended(label);
         self.metrics.viewers.dec();
+        self.viewers.disconnected();
         // A viewer that stopped reading must not hold up the end of the session.
         let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(Some(frame))).await;
     }

@@ -6,10 +6,10 @@ use std::process::Stdio;
 use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
-use porthole_api::contract::{VIEWERS_SHARED, env};
+use porthole_api::contract::{VIEWERS_PATH, VIEWERS_SHARED, ViewerReport, env};
 use support::{
     CountingListener, HttpResponse, Proxy, ProxyOptions, Qemu, RfbClient, Tap, contains,
-    eventually, http_get, http_request,
+    eventually, http_get, http_request, http_request_with,
 };
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -302,6 +302,60 @@ async fn the_vnc_server_going_away_ends_the_session_as_upstream_closed() {
         proxy.termination_message().as_deref(),
         Some("upstream-closed")
     );
+}
+
+async fn viewer_report(proxy: &Proxy, query: &str) -> ViewerReport {
+    let auth = format!("Bearer {TOKEN}");
+    let path = format!("{VIEWERS_PATH}{query}");
+    let response = http_request_with(proxy.addr, &path, &[("Authorization", &auth)])
+        .await
+        .unwrap();
+    assert_eq!(response.status, 200, "{}", response.body);
+    serde_json::from_str(&response.body).unwrap()
+}
+
+/// The operator learns who is watching from the proxy: for the session's token
+/// only, at once or by long poll.
+#[tokio::test]
+async fn the_viewer_report_follows_viewers_for_the_token_holder_only() {
+    let qemu = Qemu::start(false).await;
+    let proxy = Proxy::start(options(qemu.vnc.to_string())).await;
+    for auth in [None, Some("Bearer wrong"), Some(TOKEN)] {
+        let headers: Vec<(&str, &str)> = auth.map(|a| ("Authorization", a)).into_iter().collect();
+        let response = http_request_with(proxy.addr, VIEWERS_PATH, &headers)
+            .await
+            .unwrap();
+        assert_eq!(response.status, 401, "{auth:?}: {}", response.body);
+        assert!(!response.body.contains("connected"), "{}", response.body);
+    }
+    let before = viewer_report(&proxy, "").await;
+    assert_eq!((before.connected, before.connections), (0, 0));
+
+    // A long poll from the current generation answers when the viewer comes.
+    let poll = {
+        let path = format!("?after={}", before.generation);
+        let proxy_addr = proxy.addr;
+        tokio::spawn(async move {
+            let auth = format!("Bearer {TOKEN}");
+            http_request_with(
+                proxy_addr,
+                &format!("{VIEWERS_PATH}{path}"),
+                &[("Authorization", &auth)],
+            )
+            .await
+            .unwrap()
+        })
+    };
+    let rfb = viewer(&proxy).await;
+    let answered: ViewerReport = serde_json::from_str(&poll.await.unwrap().body).unwrap();
+    assert_eq!(answered.connected, 1);
+    assert_eq!(answered.last_address.as_deref(), Some("127.0.0.1"));
+    assert!(answered.last_connected_at.is_some());
+
+    drop(rfb);
+    let after = viewer_report(&proxy, &format!("?after={}", answered.generation)).await;
+    assert_eq!((after.connected, after.connections), (0, 1));
+    assert!(after.last_disconnected_at.is_some());
 }
 
 /// A viewer through the handshake and ServerInit.

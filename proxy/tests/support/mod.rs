@@ -376,10 +376,24 @@ impl HttpResponse {
 
 /// A one-shot HTTP/1.1 GET.
 pub async fn http_request(addr: SocketAddr, path: &str) -> std::io::Result<HttpResponse> {
+    http_request_with(addr, path, &[]).await
+}
+
+/// A one-shot HTTP/1.1 GET with more headers.
+pub async fn http_request_with(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<HttpResponse> {
     let mut stream = TcpStream::connect(addr).await?;
+    let extra: String = headers
+        .iter()
+        .map(|(n, v)| format!("{n}: {v}\r\n"))
+        .collect();
     stream
         .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+            format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{extra}\r\n")
+                .as_bytes(),
         )
         .await?;
     let mut response = String::new();
