@@ -96,6 +96,7 @@ install: ## Install porthole into the test cluster with Helm.
 e2e: images ## End-to-end tests on a fresh local test cluster.
 	e2e/scripts/cluster-down.sh
 	$(MAKE) cluster-up install
+	cargo build -p kubectl-console
 	KUBECONFIG=$(KUBECONFIG) cargo test --no-fail-fast -p porthole-e2e -- --test-threads=4
 
 .PHONY: test

@@ -62,11 +62,67 @@ pub struct ConsoleSessionSpec {
     /// Who may watch, and whether they may type.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub viewers: Option<Viewers>,
+    /// How viewers reach the console: a Service (ClusterIP, NodePort,
+    /// LoadBalancer) or an Ingress. Defaults to the operator's setting (the
+    /// chart's `exposure.type`, ClusterIP unless changed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expose: Option<Expose>,
     /// Delete the ConsoleSession this many seconds after it ended, like a Job's
     /// field of the same name. Unset: it stays, with its final phase and reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 31536000))]
     pub ttl_seconds_after_finished: Option<i32>,
+}
+
+/// How viewers reach a session's console.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(self.ingress) || (has(self.type) && self.type == 'Ingress')",
+    "message": "expose.ingress applies to expose.type Ingress only"
+}]))]
+pub struct Expose {
+    /// `ClusterIP` (reachable inside the cluster), `NodePort` (on every node's
+    /// address), `LoadBalancer` (an external address from the cloud provider),
+    /// or `Ingress` (a path on the ingress controller's host, TLS possible).
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<ExposeType>,
+    /// Ingress settings; each defaults to the operator's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<IngressExpose>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ExposeType {
+    #[default]
+    ClusterIP,
+    NodePort,
+    LoadBalancer,
+    Ingress,
+}
+
+/// Ingress exposure: the console is served at `https://HOST/<namespace>/<name>/`
+/// (under the base URL's path, when the operator has one).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IngressExpose {
+    /// The IngressClass. Defaults to the operator's, else the cluster default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub class_name: Option<String>,
+    /// The host name viewers use, such as `consoles.example.com`. Defaults to
+    /// the host of the operator's base URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub host: Option<String>,
+    /// A `kubernetes.io/tls` Secret in the session's namespace for the host;
+    /// the URL is then `https`. Defaults to the operator's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub tls_secret_name: Option<String>,
 }
 
 /// Viewer policy of a session.

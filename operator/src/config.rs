@@ -1,6 +1,9 @@
 //! Operator settings, from flags or the environment (the chart sets both).
 
 use clap::Parser;
+use porthole_api::v1alpha1::ExposeType;
+
+use crate::exposure::BaseUrl;
 
 #[derive(Parser, Clone, Debug)]
 #[command(
@@ -42,6 +45,61 @@ pub struct Config {
     #[arg(long, env = "PORTHOLE_PVE_TIMEOUT", default_value = "15s", value_parser = duration)]
     pub pve_timeout: std::time::Duration,
 
+    /// How sessions are exposed when their `spec.expose.type` is unset:
+    /// `ClusterIP`, `NodePort`, `LoadBalancer` or `Ingress`.
+    #[arg(long, env = "PORTHOLE_EXPOSE", default_value = "ClusterIP", value_parser = expose_type)]
+    pub expose: ExposeType,
+
+    /// Public base URL of the ingress controller for Ingress exposure, such as
+    /// `https://consoles.example.com` or `https://example.com/consoles`:
+    /// its host is the Ingress rules' default host, its path their prefix.
+    #[arg(long, env = "PORTHOLE_BASE_URL")]
+    pub base_url: Option<BaseUrl>,
+
+    /// Default IngressClass of session Ingresses (unset: the cluster default).
+    #[arg(long, env = "PORTHOLE_INGRESS_CLASS")]
+    pub ingress_class: Option<String>,
+
+    /// Default TLS Secret of session Ingresses, in each session's namespace.
+    #[arg(long, env = "PORTHOLE_INGRESS_TLS_SECRET")]
+    pub ingress_tls_secret: Option<String>,
+
+    /// Host name or address viewers use for NodePort sessions (unset: the
+    /// address of the node that runs the proxy pod).
+    #[arg(long, env = "PORTHOLE_NODE_ADDRESS")]
+    pub node_address: Option<String>,
+
+    /// Give each session a NetworkPolicy that lets its proxy pod reach only
+    /// its hypervisor. Turn off only where another policy engine does this.
+    #[arg(long, env = "PORTHOLE_NETWORK_POLICIES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub network_policies: bool,
+
+    /// Elect a leader through a Lease so that only one replica reconciles.
+    /// Turn off only to run a single replica outside the cluster.
+    #[arg(long, env = "PORTHOLE_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
+
+    /// Name of the leader election Lease, in the operator's namespace.
+    #[arg(
+        long,
+        env = "PORTHOLE_LEADER_ELECTION_LEASE",
+        default_value = "porthole-operator"
+    )]
+    pub leader_election_lease: String,
+
+    /// How long the leader's Lease stays valid after its last renewal: how long
+    /// a standby waits to take over from a leader that died without handing over.
+    #[arg(long, env = "PORTHOLE_LEADER_ELECTION_LEASE_DURATION", default_value = "15s", value_parser = duration)]
+    pub leader_election_lease_duration: std::time::Duration,
+
+    /// The leader stops (and exits) once it could not renew its Lease for this long.
+    #[arg(long, env = "PORTHOLE_LEADER_ELECTION_RENEW_DEADLINE", default_value = "10s", value_parser = duration)]
+    pub leader_election_renew_deadline: std::time::Duration,
+
+    /// How often the leader renews its Lease and standbys try to take it.
+    #[arg(long, env = "PORTHOLE_LEADER_ELECTION_RETRY_PERIOD", default_value = "2s", value_parser = duration)]
+    pub leader_election_retry_period: std::time::Duration,
+
     /// Log filter, tracing `EnvFilter` syntax.
     #[arg(long, env = "PORTHOLE_LOG", default_value = "info")]
     pub log_filter: String,
@@ -49,6 +107,18 @@ pub struct Config {
     /// Log format: `json` for machines, `text` for people.
     #[arg(long, env = "PORTHOLE_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
+}
+
+fn expose_type(text: &str) -> Result<ExposeType, String> {
+    match text {
+        "ClusterIP" => Ok(ExposeType::ClusterIP),
+        "NodePort" => Ok(ExposeType::NodePort),
+        "LoadBalancer" => Ok(ExposeType::LoadBalancer),
+        "Ingress" => Ok(ExposeType::Ingress),
+        other => Err(format!(
+            "{other:?} is not one of ClusterIP, NodePort, LoadBalancer, Ingress"
+        )),
+    }
 }
 
 fn duration(text: &str) -> Result<std::time::Duration, String> {

@@ -6,7 +6,9 @@
 pub mod config;
 pub mod context;
 pub mod controller;
+pub mod exposure;
 pub mod hypervisor;
+pub mod leader;
 pub mod naming;
 pub mod proxmox;
 pub mod reconcile;
@@ -22,7 +24,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 pub use config::Config;
 
-/// Runs the operator: the controller and the health/metrics endpoint.
+/// Runs the operator: the health/metrics endpoint, and the controllers while
+/// this replica leads.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     rustls::crypto::ring::default_provider()
         .install_default()
@@ -35,13 +38,52 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         metrics.clone(),
         ready.clone(),
     ));
+    let election = config
+        .leader_elect
+        .then(|| leader_config(&config))
+        .transpose()?;
     let ctx = Arc::new(context::Context::new(client.clone(), config, metrics));
+    // Ready means up, not leading: were standbys unready, a rolling update would
+    // wait forever for the new pod while the old one keeps the Lease.
     ready.store(true, Ordering::Relaxed);
-    tokio::select! {
-        ((), ()) = futures::future::join(
+    let controllers = async {
+        let ((), ()) = futures::future::join(
             controller::run_controller(client.clone(), ctx.clone()),
-            hypervisor::run_controller(client, ctx),
-        ) => Ok(()),
+            hypervisor::run_controller(client.clone(), ctx),
+        )
+        .await;
+    };
+    let leading = tokio::sync::watch::Sender::new(false);
+    let work = async {
+        match &election {
+            // Err on lost leadership: exit, so that Kubernetes restarts us as a standby.
+            Some(election) => {
+                Ok(leader::run_as_leader(client.clone(), election, &leading, controllers).await?)
+            }
+            None => {
+                controllers.await;
+                Ok(())
+            }
+        }
+    };
+    tokio::select! {
+        result = work => result,
         result = http => Err(anyhow::anyhow!("the health endpoint stopped: {:?}", result)),
     }
+}
+
+/// Leader election settings: compete for the Lease in our own namespace, as this pod.
+fn leader_config(config: &Config) -> anyhow::Result<leader::LeaderConfig> {
+    let election = leader::LeaderConfig {
+        lease_duration: config.leader_election_lease_duration,
+        renew_deadline: config.leader_election_renew_deadline,
+        retry_period: config.leader_election_retry_period,
+        ..leader::LeaderConfig::new(
+            &config.namespace,
+            &config.leader_election_lease,
+            leader::identity()?,
+        )
+    };
+    election.validate()?;
+    Ok(election)
 }

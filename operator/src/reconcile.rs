@@ -13,7 +13,7 @@ use std::time::Duration;
 use base64::Engine;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
@@ -21,7 +21,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
-use porthole_api::v1alpha1::{ConsoleSession, Hypervisor, SessionPhase, ViewerStatus};
+use porthole_api::v1alpha1::{ConsoleSession, Hypervisor, SessionPhase};
 use rand::RngCore;
 use serde_json::json;
 use tracing::{info, warn};
@@ -29,8 +29,8 @@ use tracing::{info, warn};
 use crate::context::Context;
 use crate::naming::child_name;
 use crate::proxmox::{Authenticated, authenticate};
-use crate::resources::{SessionPlan, console_url, secret_text};
-use crate::status::{Reason, Verdict, pod_is_ready, pod_outcome};
+use crate::resources::{SessionPlan, secret_text};
+use crate::status::{Reason, SeenViewers, Verdict, pod_is_ready, pod_outcome};
 use crate::validate::{Credentials, Observed, ProxmoxCredentials, plan};
 use crate::viewers;
 
@@ -100,24 +100,27 @@ pub async fn reconcile(session: Arc<ConsoleSession>, ctx: Arc<Context>) -> Resul
             }
         };
     let (pod, service) = apply(&ctx, &children, &plan, &session, existing_pod).await?;
-    let cluster_ip = service
-        .spec
-        .and_then(|spec| spec.cluster_ip)
-        .filter(|ip| !ip.is_empty() && ip != "None");
     // Ready means a viewer can connect now: the pod is ready *and* the Service
     // routes to it, which happens only once its EndpointSlice lists it as ready.
     let routed =
         pod_is_ready(&pod) && service_has_ready_endpoint(&ctx, &ns, &children.name).await?;
-    let mut verdict = match cluster_ip {
-        Some(ip) if routed => {
+    let url = plan.exposure.url(
+        &service,
+        &pod,
+        ctx.config.node_address.as_deref(),
+        &plan.token,
+    );
+    let mut verdict = match url {
+        Ok(url) if routed => {
             let viewers = read_viewers(&session, &ctx, &pod, &plan.token).await;
-            open_verdict(console_url(&ip, &plan.token), viewers)
+            open_verdict(url, viewers)
         }
-        _ => Verdict::new(
+        Ok(_) => Verdict::new(
             SessionPhase::Pending,
             Reason::ProxyStarting,
             "waiting for the console proxy to become ready",
         ),
+        Err(waiting) => Verdict::new(SessionPhase::Pending, Reason::AwaitingAddress, waiting),
     };
     verdict.expires_at = Some(Time(plan.expires_at));
     update_status(&session, &ctx, &verdict).await?;
@@ -160,13 +163,15 @@ async fn expire_after_ttl(
     Ok(Action::await_change())
 }
 
-/// The session's Pod, Service, Secret and NetworkPolicy, which share one name.
+/// The session's Pod, Service, Secret, NetworkPolicy and Ingress, which share
+/// one name.
 struct Children {
     name: String,
     pods: Api<Pod>,
     services: Api<Service>,
     secrets: Api<Secret>,
     network_policies: Api<NetworkPolicy>,
+    ingresses: Api<Ingress>,
 }
 
 impl Children {
@@ -177,6 +182,7 @@ impl Children {
             services: Api::namespaced(ctx.client.clone(), ns),
             secrets: Api::namespaced(ctx.client.clone(), ns),
             network_policies: Api::namespaced(ctx.client.clone(), ns),
+            ingresses: Api::namespaced(ctx.client.clone(), ns),
         }
     }
 
@@ -186,6 +192,7 @@ impl Children {
         ignore_not_found(self.pods.delete(&self.name, &dp).await.map(drop))?;
         ignore_not_found(self.services.delete(&self.name, &dp).await.map(drop))?;
         ignore_not_found(self.secrets.delete(&self.name, &dp).await.map(drop))?;
+        ignore_not_found(self.ingresses.delete(&self.name, &dp).await.map(drop))?;
         ignore_not_found(
             self.network_policies
                 .delete(&self.name, &dp)
@@ -301,14 +308,16 @@ async fn apply(
         .patch(&children.name, &params, &Patch::Apply(&plan.secret()))
         .await?;
     // The policy goes first, so the pod never runs unconfined.
-    children
-        .network_policies
-        .patch(
-            &children.name,
-            &params,
-            &Patch::Apply(&plan.network_policy()),
-        )
-        .await?;
+    if ctx.config.network_policies {
+        children
+            .network_policies
+            .patch(
+                &children.name,
+                &params,
+                &Patch::Apply(&plan.network_policy()),
+            )
+            .await?;
+    }
     let pod = match existing_pod {
         Some(pod) => pod,
         None => {
@@ -332,6 +341,22 @@ async fn apply(
         .services
         .patch(&children.name, &params, &Patch::Apply(&plan.service()))
         .await?;
+    match plan.ingress() {
+        Some(ingress) => {
+            children
+                .ingresses
+                .patch(&children.name, &params, &Patch::Apply(&ingress))
+                .await?;
+        }
+        // The session may have moved away from Ingress exposure.
+        None => ignore_not_found(
+            children
+                .ingresses
+                .delete(&children.name, &DeleteParams::background())
+                .await
+                .map(drop),
+        )?,
+    }
     Ok((pod, service))
 }
 
@@ -343,7 +368,7 @@ async fn read_viewers(
     ctx: &Context,
     pod: &Pod,
     token: &str,
-) -> Option<(ViewerStatus, Option<String>)> {
+) -> Option<SeenViewers> {
     let pod_ip = pod.status.as_ref()?.pod_ip.as_deref()?;
     match viewers::read(&ctx.http, pod_ip, token, None).await {
         Ok(report) => {
@@ -353,7 +378,10 @@ async fn read_viewers(
                 token,
                 report.generation,
             );
-            Some((viewers::status(&report), report.last_address))
+            Some(SeenViewers {
+                status: viewers::status(&report),
+                last_address: report.last_address,
+            })
         }
         Err(error) => {
             warn!(session = %session.name_any(), %error, "could not read the viewers");
@@ -363,9 +391,8 @@ async fn read_viewers(
 }
 
 /// Ready, or Connected while somebody watches.
-fn open_verdict(url: String, viewers: Option<(ViewerStatus, Option<String>)>) -> Verdict {
-    let (viewers, address) = viewers.unzip();
-    let watching = viewers.as_ref().map_or(0, |v| v.count);
+fn open_verdict(url: String, viewers: Option<SeenViewers>) -> Verdict {
+    let watching = viewers.as_ref().map_or(0, |v| v.status.count);
     let base = if watching > 0 {
         Verdict::new(
             SessionPhase::Connected,
@@ -381,8 +408,7 @@ fn open_verdict(url: String, viewers: Option<(ViewerStatus, Option<String>)>) ->
     };
     Verdict {
         url: Some(url),
-        viewers,
-        viewer_address: address.flatten(),
+        viewers: viewers.map(Box::new),
         ..base
     }
 }
@@ -459,7 +485,11 @@ async fn update_status(session: &ConsoleSession, ctx: &Context, verdict: &Verdic
     .await?;
     if let Some(now) = &status.viewers {
         let before = previous.and_then(|p| p.viewers.as_ref());
-        for (reason, note) in viewers::changes(before, now, verdict.viewer_address.as_deref()) {
+        let address = verdict
+            .viewers
+            .as_ref()
+            .and_then(|v| v.last_address.as_deref());
+        for (reason, note) in viewers::changes(before, now, address) {
             info!(session = %session.name_any(), reason, "{note}");
             publish(ctx, session, EventType::Normal, reason, note).await;
         }

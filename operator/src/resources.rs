@@ -10,8 +10,10 @@ use k8s_openapi::api::core::v1::{
     SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::api::networking::v1::{
-    IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
-    NetworkPolicyPort, NetworkPolicySpec,
+    HTTPIngressPath, HTTPIngressRuleValue, IPBlock, Ingress, IngressBackend, IngressRule,
+    IngressServiceBackend, IngressSpec, IngressTLS, NetworkPolicy, NetworkPolicyEgressRule,
+    NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
+    ServiceBackendPort,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -20,13 +22,16 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use porthole_api::contract::{self, env, labels, secret_keys};
 use porthole_api::v1alpha1::ViewerPolicy;
 
+use crate::exposure::Exposure;
 use crate::target::Target;
 
 /// Everything the builders need, resolved and validated by the reconciler.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SessionPlan {
     pub namespace: String,
-    /// Name shared by the Pod, Service and Secret.
+    /// How viewers reach the console.
+    pub exposure: Exposure,
+    /// Name shared by the Pod, Service, Secret, NetworkPolicy and Ingress.
     pub child_name: String,
     pub session_name: String,
     pub owner: OwnerReference,
@@ -224,7 +229,7 @@ impl SessionPlan {
         Service {
             metadata: self.metadata(),
             spec: Some(ServiceSpec {
-                type_: Some("ClusterIP".to_string()),
+                type_: Some(self.exposure.service_type().to_string()),
                 selector: Some(BTreeMap::from([(
                     labels::SESSION.to_string(),
                     self.session_name.clone(),
@@ -244,6 +249,47 @@ impl SessionPlan {
 }
 
 impl SessionPlan {
+    /// The session's Ingress, for Ingress exposure: one Prefix path on the
+    /// host to the session's Service.
+    pub fn ingress(&self) -> Option<Ingress> {
+        let Exposure::Ingress(plan) = &self.exposure else {
+            return None;
+        };
+        Some(Ingress {
+            metadata: self.metadata(),
+            spec: Some(IngressSpec {
+                ingress_class_name: plan.class_name.clone(),
+                tls: plan.tls_secret_name.as_ref().map(|secret| {
+                    vec![IngressTLS {
+                        hosts: Some(vec![plan.host.clone()]),
+                        secret_name: Some(secret.clone()),
+                    }]
+                }),
+                rules: Some(vec![IngressRule {
+                    host: Some(plan.host.clone()),
+                    http: Some(HTTPIngressRuleValue {
+                        paths: vec![HTTPIngressPath {
+                            path: Some(plan.path.clone()),
+                            path_type: "Prefix".to_string(),
+                            backend: IngressBackend {
+                                service: Some(IngressServiceBackend {
+                                    name: self.child_name.clone(),
+                                    port: Some(ServiceBackendPort {
+                                        number: Some(i32::from(contract::SERVICE_PORT)),
+                                        ..ServiceBackendPort::default()
+                                    }),
+                                }),
+                                ..IngressBackend::default()
+                            },
+                        }],
+                    }),
+                }]),
+                ..IngressSpec::default()
+            }),
+            status: None,
+        })
+    }
+
     /// Lets the proxy pod receive viewers on its HTTP port and reach nothing but
     /// its hypervisor's console or API port (and DNS, when the hypervisor is
     /// named by host name).
@@ -317,20 +363,6 @@ pub fn secret_text(secret: &Secret, key: &str) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
-/// The console URL: the Service address, with the access token in the fragment.
-pub fn console_url(cluster_ip: &str, token: &str) -> String {
-    let host = if cluster_ip.contains(':') {
-        format!("[{cluster_ip}]")
-    } else {
-        cluster_ip.to_string()
-    };
-    let port = match contract::SERVICE_PORT {
-        80 => String::new(),
-        port => format!(":{port}"),
-    };
-    format!("http://{host}{port}/#token={token}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -339,6 +371,7 @@ mod tests {
     fn plan() -> SessionPlan {
         SessionPlan {
             namespace: "team-a".into(),
+            exposure: Exposure::ClusterIp,
             child_name: "console-web".into(),
             session_name: "web".into(),
             owner: OwnerReference {
@@ -488,11 +521,50 @@ mod tests {
     }
 
     #[test]
-    fn url_carries_the_token_in_the_fragment_only() {
+    fn ingress_exposure_routes_a_prefix_on_the_host_to_the_service() {
+        let mut p = plan();
+        assert!(p.ingress().is_none());
+        p.exposure = Exposure::Ingress(crate::exposure::IngressPlan {
+            class_name: Some("nginx".into()),
+            host: "consoles.example.com".into(),
+            path: "/team-a/web/".into(),
+            tls_secret_name: Some("consoles-tls".into()),
+            origin: "https://consoles.example.com".into(),
+        });
+        let ingress = p.ingress().unwrap();
         assert_eq!(
-            console_url("10.96.0.20", "abc"),
-            "http://10.96.0.20/#token=abc"
+            ingress.metadata.owner_references,
+            Some(vec![p.owner.clone()])
         );
-        assert_eq!(console_url("fd00::1", "abc"), "http://[fd00::1]/#token=abc");
+        let spec = ingress.spec.unwrap();
+        assert_eq!(spec.ingress_class_name.as_deref(), Some("nginx"));
+        let tls = &spec.tls.unwrap()[0];
+        assert_eq!(tls.secret_name.as_deref(), Some("consoles-tls"));
+        let rule = &spec.rules.unwrap()[0];
+        assert_eq!(rule.host.as_deref(), Some("consoles.example.com"));
+        let path = &rule.http.as_ref().unwrap().paths[0];
+        assert_eq!(
+            (path.path.as_deref(), path.path_type.as_str()),
+            (Some("/team-a/web/"), "Prefix")
+        );
+        let backend = path.backend.service.as_ref().unwrap();
+        assert_eq!(backend.name, "console-web");
+        assert_eq!(backend.port.as_ref().unwrap().number, Some(80));
+        assert_eq!(
+            p.service().spec.unwrap().type_.as_deref(),
+            Some("ClusterIP")
+        );
+    }
+
+    #[test]
+    fn the_service_type_follows_the_exposure() {
+        let mut p = plan();
+        p.exposure = Exposure::NodePort;
+        assert_eq!(p.service().spec.unwrap().type_.as_deref(), Some("NodePort"));
+        p.exposure = Exposure::LoadBalancer;
+        assert_eq!(
+            p.service().spec.unwrap().type_.as_deref(),
+            Some("LoadBalancer")
+        );
     }
 }

@@ -13,6 +13,8 @@ pub const CONDITION_READY: &str = "Ready";
 pub enum Reason {
     ProxyStarting,
     ProxyReady,
+    /// The proxy runs; its Service waits for an address (node port, load balancer).
+    AwaitingAddress,
     ViewerConnected,
     HypervisorNotFound,
     CredentialsNotFound,
@@ -37,6 +39,7 @@ impl Reason {
             Reason::ProxyStarting => "ProxyStarting",
             Reason::ProxyReady => "ProxyReady",
             Reason::ViewerConnected => "ViewerConnected",
+            Reason::AwaitingAddress => "AwaitingAddress",
             Reason::HypervisorNotFound => "HypervisorNotFound",
             Reason::CredentialsNotFound => "CredentialsNotFound",
             Reason::InvalidSpec => "InvalidSpec",
@@ -69,9 +72,15 @@ pub struct Verdict {
     /// exit time, rather than when the operator noticed it).
     pub ended_at: Option<Time>,
     /// The viewers, when the proxy told.
-    pub viewers: Option<ViewerStatus>,
+    pub viewers: Option<Box<SeenViewers>>,
+}
+
+/// The viewers as the proxy reported them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SeenViewers {
+    pub status: ViewerStatus,
     /// Where the last viewer came from, for the Event (not kept in status).
-    pub viewer_address: Option<String>,
+    pub last_address: Option<String>,
 }
 
 impl Verdict {
@@ -84,7 +93,6 @@ impl Verdict {
             expires_at: None,
             ended_at: None,
             viewers: None,
-            viewer_address: None,
         }
     }
 
@@ -123,7 +131,8 @@ impl Verdict {
             message: Some(self.message.clone()),
             viewers: self
                 .viewers
-                .clone()
+                .as_ref()
+                .map(|seen| seen.status.clone())
                 .or_else(|| previous.and_then(|p| p.viewers.clone()))
                 .map(|viewers| ViewerStatus {
                     // Once the session is over, its proxy is gone: nobody watches.

@@ -16,6 +16,7 @@ use porthole_api::v1alpha1::{
 use porthole_pve::tls::TlsSettings;
 
 use crate::config::Config;
+use crate::exposure;
 use crate::naming::child_name;
 use crate::resources::{SessionPlan, secret_text};
 use crate::status::{Reason, Verdict};
@@ -116,6 +117,9 @@ pub fn plan(
             ));
         }
     };
+    let namespace = session.namespace().unwrap_or_default();
+    let exposure = exposure::resolve(session.spec.expose.as_ref(), config, &namespace, &name)
+        .map_err(|e| invalid_spec(e.to_string()))?;
     let viewers = session.spec.viewers.clone().unwrap_or_default();
     let token = observed
         .session_secret
@@ -123,7 +127,8 @@ pub fn plan(
         .and_then(|s| secret_text(s, secret_keys::TOKEN))
         .unwrap_or_else(fresh_token);
     Ok(SessionPlan {
-        namespace: session.namespace().unwrap_or_default(),
+        namespace,
+        exposure,
         child_name: child_name(&name),
         session_name: name.clone(),
         owner: session
@@ -362,6 +367,7 @@ mod tests {
                 idle_timeout: None,
                 run_once: None,
                 viewers: None,
+                expose: None,
                 ttl_seconds_after_finished: None,
             },
         );

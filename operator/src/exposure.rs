@@ -1,0 +1,387 @@
+//! How viewers reach a session (`spec.expose`), and the console URL that
+//! follows from it. Pure: the reconciler passes in what the API returned.
+
+use k8s_openapi::api::core::v1::{Pod, Service};
+use porthole_api::contract::SERVICE_PORT;
+use porthole_api::v1alpha1::{Expose, ExposeType};
+
+use crate::config::Config;
+
+/// The operator's public base URL for Ingress exposure: where the ingress
+/// controller is reached, with an optional path prefix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BaseUrl {
+    /// `http` or `https`.
+    pub scheme: String,
+    /// `host[:port]`, as viewers type it.
+    pub authority: String,
+    /// The host alone, for the Ingress rule.
+    pub host: String,
+    /// The path prefix without a trailing `/` (empty for none).
+    pub path: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BaseUrlError {
+    #[error("{0:?} is not an absolute http(s) URL such as https://consoles.example.com")]
+    NotAbsolute(String),
+    #[error("{0:?} may not have a query or fragment")]
+    QueryOrFragment(String),
+}
+
+impl std::str::FromStr for BaseUrl {
+    type Err = BaseUrlError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let not_absolute = || BaseUrlError::NotAbsolute(text.to_string());
+        if text.contains(['?', '#']) {
+            return Err(BaseUrlError::QueryOrFragment(text.to_string()));
+        }
+        let uri: http::Uri = text.parse().map_err(|_| not_absolute())?;
+        let scheme = uri.scheme_str().ok_or_else(not_absolute)?;
+        if scheme != "http" && scheme != "https" {
+            return Err(not_absolute());
+        }
+        let authority = uri.authority().ok_or_else(not_absolute)?;
+        if authority.as_str().contains('@') || authority.host().is_empty() {
+            return Err(not_absolute());
+        }
+        Ok(BaseUrl {
+            scheme: scheme.to_string(),
+            authority: authority.as_str().to_ascii_lowercase(),
+            host: authority.host().to_ascii_lowercase(),
+            path: uri.path().trim_end_matches('/').to_string(),
+        })
+    }
+}
+
+/// A resolved `spec.expose`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Exposure {
+    ClusterIp,
+    NodePort,
+    LoadBalancer,
+    Ingress(IngressPlan),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IngressPlan {
+    pub class_name: Option<String>,
+    /// The rule's host.
+    pub host: String,
+    /// `/prefix/<namespace>/<name>/`: the proxy serves the page and its
+    /// WebSocket under any prefix, so no rewriting is needed.
+    pub path: String,
+    pub tls_secret_name: Option<String>,
+    /// `scheme://authority` of the console URL.
+    pub origin: String,
+}
+
+/// Why a session's exposure cannot be built; becomes an `InvalidSpec` status.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Error {
+    #[error(
+        "Ingress exposure needs a host: set spec.expose.ingress.host, or install porthole with a base URL (exposure.baseURL)"
+    )]
+    NoIngressHost,
+}
+
+/// What the session asks for, with the operator's defaults filled in.
+pub fn resolve(
+    expose: Option<&Expose>,
+    config: &Config,
+    namespace: &str,
+    name: &str,
+) -> Result<Exposure, Error> {
+    let kind = expose.and_then(|e| e.type_).unwrap_or(config.expose);
+    Ok(match kind {
+        ExposeType::ClusterIP => Exposure::ClusterIp,
+        ExposeType::NodePort => Exposure::NodePort,
+        ExposeType::LoadBalancer => Exposure::LoadBalancer,
+        ExposeType::Ingress => {
+            let spec = expose.and_then(|e| e.ingress.clone()).unwrap_or_default();
+            let base = config.base_url.as_ref();
+            let tls_secret_name = spec.tls_secret_name.or(config.ingress_tls_secret.clone());
+            let scheme = match (&tls_secret_name, base) {
+                (Some(_), _) => "https",
+                (None, Some(base)) => base.scheme.as_str(),
+                (None, None) => "http",
+            };
+            let (host, authority) = match (spec.host, base) {
+                (Some(host), _) => (host.clone(), host),
+                (None, Some(base)) => (base.host.clone(), base.authority.clone()),
+                (None, None) => return Err(Error::NoIngressHost),
+            };
+            let prefix = base.map(|b| b.path.as_str()).unwrap_or_default();
+            Exposure::Ingress(IngressPlan {
+                class_name: spec.class_name.or(config.ingress_class.clone()),
+                host,
+                path: format!("{prefix}/{namespace}/{name}/"),
+                tls_secret_name,
+                origin: format!("{scheme}://{authority}"),
+            })
+        }
+    })
+}
+
+impl Exposure {
+    /// The type of the session's Service.
+    pub fn service_type(&self) -> &'static str {
+        match self {
+            Exposure::NodePort => "NodePort",
+            Exposure::LoadBalancer => "LoadBalancer",
+            Exposure::ClusterIp | Exposure::Ingress(_) => "ClusterIP",
+        }
+    }
+
+    /// The console URL, with the access token in the fragment, or what it is
+    /// still waiting for.
+    pub fn url(
+        &self,
+        service: &Service,
+        pod: &Pod,
+        node_address: Option<&str>,
+        token: &str,
+    ) -> Result<String, &'static str> {
+        let origin = match self {
+            Exposure::ClusterIp => {
+                let ip = service
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.cluster_ip.as_deref())
+                    .filter(|ip| !ip.is_empty() && *ip != "None")
+                    .ok_or("waiting for the Service's cluster IP")?;
+                http_origin(ip, SERVICE_PORT)
+            }
+            Exposure::NodePort => {
+                let port = service
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.ports.as_ref()?.first()?.node_port)
+                    .ok_or("waiting for the Service's node port")?;
+                let node = node_address
+                    .or_else(|| pod.status.as_ref()?.host_ip.as_deref())
+                    .ok_or("waiting for the proxy pod's node")?;
+                http_origin(node, u16::try_from(port).unwrap_or_default())
+            }
+            Exposure::LoadBalancer => {
+                let ingress = service
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.load_balancer.as_ref()?.ingress.as_ref()?.first().cloned())
+                    .ok_or("waiting for the load balancer's address")?;
+                let address = ingress
+                    .hostname
+                    .or(ingress.ip)
+                    .ok_or("waiting for the load balancer's address")?;
+                http_origin(&address, SERVICE_PORT)
+            }
+            Exposure::Ingress(plan) => {
+                return Ok(format!("{}{}#token={token}", plan.origin, plan.path));
+            }
+        };
+        Ok(format!("{origin}/#token={token}"))
+    }
+}
+
+fn http_origin(host: &str, port: u16) -> String {
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    match port {
+        80 => format!("http://{host}"),
+        port => format!("http://{host}:{port}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{
+        LoadBalancerIngress, LoadBalancerStatus, PodStatus, ServicePort, ServiceSpec, ServiceStatus,
+    };
+    use porthole_api::v1alpha1::IngressExpose;
+
+    fn config(args: &[&str]) -> Config {
+        use clap::Parser;
+        Config::parse_from(std::iter::once("porthole-operator").chain(args.iter().copied()))
+    }
+
+    fn expose(type_: ExposeType, ingress: Option<IngressExpose>) -> Expose {
+        Expose {
+            type_: Some(type_),
+            ingress,
+        }
+    }
+
+    fn service(
+        cluster_ip: &str,
+        node_port: Option<i32>,
+        lb: Option<LoadBalancerIngress>,
+    ) -> Service {
+        Service {
+            spec: Some(ServiceSpec {
+                cluster_ip: Some(cluster_ip.into()),
+                ports: Some(vec![ServicePort {
+                    port: 80,
+                    node_port,
+                    ..ServicePort::default()
+                }]),
+                ..ServiceSpec::default()
+            }),
+            status: Some(ServiceStatus {
+                load_balancer: Some(LoadBalancerStatus {
+                    ingress: lb.map(|i| vec![i]),
+                }),
+                ..ServiceStatus::default()
+            }),
+            ..Service::default()
+        }
+    }
+
+    fn pod_on(host_ip: &str) -> Pod {
+        Pod {
+            status: Some(PodStatus {
+                host_ip: Some(host_ip.into()),
+                ..PodStatus::default()
+            }),
+            ..Pod::default()
+        }
+    }
+
+    #[test]
+    fn base_urls_are_parsed_strictly() {
+        let base: BaseUrl = "https://Consoles.Example.com:8443/porthole/"
+            .parse()
+            .unwrap();
+        assert_eq!(base.scheme, "https");
+        assert_eq!(base.authority, "consoles.example.com:8443");
+        assert_eq!(base.host, "consoles.example.com");
+        assert_eq!(base.path, "/porthole");
+        for bad in [
+            "consoles.example.com",
+            "ftp://x",
+            "https://x/?a=b",
+            "https://u@x/",
+            "/path",
+        ] {
+            assert!(bad.parse::<BaseUrl>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_default_is_the_operators_and_the_session_may_choose() {
+        let cfg = config(&["--expose", "NodePort"]);
+        assert_eq!(resolve(None, &cfg, "ns", "s"), Ok(Exposure::NodePort));
+        let lb = expose(ExposeType::LoadBalancer, None);
+        assert_eq!(
+            resolve(Some(&lb), &cfg, "ns", "s"),
+            Ok(Exposure::LoadBalancer)
+        );
+        assert_eq!(
+            resolve(None, &config(&[]), "ns", "s"),
+            Ok(Exposure::ClusterIp)
+        );
+    }
+
+    #[test]
+    fn ingress_takes_host_and_prefix_from_the_base_url() {
+        let cfg = config(&[
+            "--base-url",
+            "https://consoles.example.com/vm",
+            "--ingress-class",
+            "nginx",
+        ]);
+        let exposure = resolve(
+            Some(&expose(ExposeType::Ingress, None)),
+            &cfg,
+            "team-a",
+            "web",
+        )
+        .unwrap();
+        let Exposure::Ingress(plan) = &exposure else {
+            panic!("{exposure:?}")
+        };
+        assert_eq!(plan.host, "consoles.example.com");
+        assert_eq!(plan.path, "/vm/team-a/web/");
+        assert_eq!(plan.class_name.as_deref(), Some("nginx"));
+        assert_eq!(
+            exposure.url(&Service::default(), &Pod::default(), None, "T"),
+            Ok("https://consoles.example.com/vm/team-a/web/#token=T".into())
+        );
+        assert_eq!(exposure.service_type(), "ClusterIP");
+    }
+
+    #[test]
+    fn the_sessions_ingress_settings_win_and_tls_makes_https() {
+        let cfg = config(&["--base-url", "http://lab.local", "--ingress-class", "nginx"]);
+        let spec = expose(
+            ExposeType::Ingress,
+            Some(IngressExpose {
+                class_name: Some("traefik".into()),
+                host: Some("vm.example.org".into()),
+                tls_secret_name: Some("vm-tls".into()),
+            }),
+        );
+        let exposure = resolve(Some(&spec), &cfg, "ns", "s").unwrap();
+        assert_eq!(
+            exposure,
+            Exposure::Ingress(IngressPlan {
+                class_name: Some("traefik".into()),
+                host: "vm.example.org".into(),
+                path: "/ns/s/".into(),
+                tls_secret_name: Some("vm-tls".into()),
+                origin: "https://vm.example.org".into(),
+            })
+        );
+    }
+
+    #[test]
+    fn ingress_without_any_host_is_a_clear_error() {
+        let spec = expose(ExposeType::Ingress, None);
+        assert_eq!(
+            resolve(Some(&spec), &config(&[]), "ns", "s"),
+            Err(Error::NoIngressHost)
+        );
+    }
+
+    #[test]
+    fn service_urls_follow_the_service_type() {
+        let svc = service("10.96.0.9", Some(30123), None);
+        let pod = pod_on("192.168.1.5");
+        assert_eq!(
+            Exposure::ClusterIp.url(&svc, &pod, None, "T"),
+            Ok("http://10.96.0.9/#token=T".into())
+        );
+        assert_eq!(
+            Exposure::NodePort.url(&svc, &pod, None, "T"),
+            Ok("http://192.168.1.5:30123/#token=T".into())
+        );
+        assert_eq!(
+            Exposure::NodePort.url(&svc, &pod, Some("node.example"), "T"),
+            Ok("http://node.example:30123/#token=T".into())
+        );
+        assert_eq!(
+            Exposure::LoadBalancer.url(&svc, &pod, None, "T"),
+            Err("waiting for the load balancer's address")
+        );
+        let lb = service(
+            "10.96.0.9",
+            Some(30123),
+            Some(LoadBalancerIngress {
+                ip: Some("203.0.113.7".into()),
+                ..LoadBalancerIngress::default()
+            }),
+        );
+        assert_eq!(
+            Exposure::LoadBalancer.url(&lb, &pod, None, "T"),
+            Ok("http://203.0.113.7/#token=T".into())
+        );
+        assert_eq!(
+            Exposure::ClusterIp.url(&service("fd00::9", None, None), &pod, None, "T"),
+            Ok("http://[fd00::9]/#token=T".into())
+        );
+    }
+}
