@@ -15,6 +15,9 @@ use tokio_tungstenite::{WebSocketStream, client_async};
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConsoleUrl {
     pub authority: String,
+    /// The page's path, `/` or a prefix such as `/ns/name/`; the WebSocket is
+    /// beside it.
+    pub path: String,
     pub token: String,
 }
 
@@ -25,7 +28,7 @@ impl ConsoleUrl {
             .strip_prefix("http://")
             .context("console URL is not http://")?;
         let (authority, rest) = rest.split_once('/').context("console URL has no path")?;
-        let (_, fragment) = rest
+        let (path, fragment) = rest
             .split_once('#')
             .context("console URL has no fragment")?;
         let token = fragment
@@ -33,6 +36,7 @@ impl ConsoleUrl {
             .context("fragment carries no token")?;
         Ok(ConsoleUrl {
             authority: authority.to_string(),
+            path: format!("/{path}"),
             token: token.to_string(),
         })
     }
@@ -46,7 +50,7 @@ impl ConsoleUrl {
     }
 
     pub fn websocket_url(&self) -> String {
-        format!("ws://{}/{}", self.authority, WEBSOCKET_PATH)
+        format!("ws://{}{}{}", self.authority, self.path, WEBSOCKET_PATH)
     }
 }
 
@@ -315,6 +319,10 @@ mod tests {
         assert_eq!(url.authority, "10.96.0.12");
         assert_eq!(url.token, "abc_-1");
         assert_eq!(url.websocket_url(), "ws://10.96.0.12/websockify");
+        let prefixed = ConsoleUrl::parse("https://h/ns/web/#token=t").ok();
+        assert!(prefixed.is_none(), "only http:// is published by ClusterIP");
+        let behind = ConsoleUrl::parse("http://h/ns/web/#token=t").unwrap();
+        assert_eq!(behind.websocket_url(), "ws://h/ns/web/websockify");
         assert_eq!(url.socket_addr(), "10.96.0.12:80");
         assert_eq!(
             ConsoleUrl::parse("http://h:8080/#token=t")
