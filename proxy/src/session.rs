@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::StreamExt;
 use http::header::RETRY_AFTER;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -23,6 +24,7 @@ use porthole_api::contract::{
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -392,8 +394,11 @@ impl Session {
         self.count_ended(refused.label());
         let config = web::websocket_config(self.config.args.max_message_size);
         if let Ok(mut ws) = web::websocket(on_upgrade, config).await {
-            let frame = close_frame(CloseCode::Policy, &refused.to_string());
-            let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(Some(frame))).await;
+            close_gracefully(
+                &mut ws,
+                close_frame(CloseCode::Policy, &refused.to_string()),
+            )
+            .await;
         }
     }
 
@@ -464,8 +469,7 @@ impl Session {
         self.count_ended(label);
         self.metrics.viewers.dec();
         self.viewers.disconnected();
-        // A viewer that stopped reading must not hold up the end of the session.
-        let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(Some(frame))).await;
+        close_gracefully(&mut ws, frame).await;
     }
 
     /// Opens the console and relays it until either side or the session ends.
@@ -498,6 +502,19 @@ impl Session {
         }
         Ok(end)
     }
+}
+
+/// Sends the close frame, then reads until the viewer answers it: closing a
+/// socket with unread data makes the kernel send a reset, and a browser that
+/// gets one drops the close frame (and its reason) it had not yet read. A
+/// viewer that stopped reading must not hold up the end of the session.
+async fn close_gracefully(ws: &mut Socket, frame: CloseFrame) {
+    let handshake = async {
+        if ws.close(Some(frame)).await.is_ok() {
+            while let Some(Ok(_)) = ws.next().await {}
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), handshake).await;
 }
 
 impl Observer for Session {

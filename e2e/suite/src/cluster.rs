@@ -135,6 +135,53 @@ impl Drop for TestNamespace {
     }
 }
 
+/// A cluster-scoped vnc Hypervisor for the test's VMs, deleted on drop.
+pub struct TestHypervisor {
+    pub name: String,
+}
+
+impl TestHypervisor {
+    /// The test VMs' host, ports 5910-5930.
+    pub async fn vnc(prefix: &str) -> Result<Self> {
+        Self::create(
+            prefix,
+            &format!(
+                "vnc: {{host: {}, ports: {{first: 5910, last: 5930}}}}",
+                crate::HYPERVISOR_HOST
+            ),
+        )
+        .await
+    }
+
+    pub async fn create(prefix: &str, kind: &str) -> Result<Self> {
+        let name = format!("{prefix}-{}", unique_suffix());
+        let manifest = format!(
+            "apiVersion: porthole.dev/v1alpha1\nkind: Hypervisor\nmetadata: {{name: {name}}}\n\
+             spec:\n  allowedNamespaces: {{}}\n  maxTimeout: 1h\n  {kind}\n"
+        );
+        kubectl(&["apply", "-f", "-"], Some(&manifest)).await?;
+        Ok(TestHypervisor { name })
+    }
+}
+
+impl Drop for TestHypervisor {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(kubectl(
+                &["delete", "hypervisor", &name, "--wait=false"],
+                None,
+            ))
+            .ok()
+        })
+        .join();
+    }
+}
+
 /// `kubectl apply` of one object, as the JSON form of its manifest.
 pub async fn apply(object: &serde_json::Value) -> Result<()> {
     kubectl(&["apply", "-f", "-"], Some(&serde_json::to_string(object)?)).await?;

@@ -459,7 +459,7 @@ async fn the_console_keeps_showing_the_vm_through_a_reset() -> Result<()> {
         .collect();
     assert_eq!(sockets.len(), 1, "the page reconnected: {sockets:#?}");
     let status = bed.status("reset").await?;
-    assert_eq!(status.phase, Some(SessionPhase::Ready), "{status:?}");
+    assert_eq!(status.phase, Some(SessionPhase::Connected), "{status:?}");
     browser.quit().await?;
     sim.shutdown().await;
     Ok(())
@@ -571,7 +571,10 @@ async fn run_once_refuses_a_second_page_and_completes_when_the_first_closes() ->
     let first = browser.state("first").await?;
     assert_connected_once("first", &first);
     assert_eq!(events.count("VNC_CONNECTED"), 1);
-    assert_eq!(bed.status("once").await?.phase, Some(SessionPhase::Ready));
+    assert_eq!(
+        bed.status("once").await?.phase,
+        Some(SessionPhase::Connected)
+    );
 
     browser.close_page("first").await?;
     let status = bed.ended("once").await?;

@@ -9,13 +9,13 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::Api;
 use porthole_api::v1alpha1::{ConsoleSession, ConsoleSessionStatus, SessionPhase};
 use porthole_e2e::HYPERVISOR_HOST;
-use porthole_e2e::cluster::{TestNamespace, client, kubectl, unique_suffix, wait_for_session};
+use porthole_e2e::cluster::{TestHypervisor, TestNamespace, client, kubectl, wait_for_session};
 use porthole_e2e::rfb;
 use porthole_e2e::vm::Vm;
 
 struct Setup {
     ns: TestNamespace,
-    hypervisor: String,
+    hypervisor: TestHypervisor,
     sessions: Api<ConsoleSession>,
 }
 
@@ -23,12 +23,7 @@ impl Setup {
     async fn new(prefix: &str) -> Result<Self> {
         let client = client().await?;
         let ns = TestNamespace::create(&client, prefix).await?;
-        let hypervisor = format!("{prefix}-{}", unique_suffix());
-        let manifest = format!(
-            "apiVersion: porthole.dev/v1alpha1\nkind: Hypervisor\nmetadata: {{name: {hypervisor}}}\n\
-             spec:\n  allowedNamespaces: {{}}\n  vnc: {{host: {HYPERVISOR_HOST}, ports: {{first: 5910, last: 5930}}}}\n"
-        );
-        kubectl(&["apply", "-f", "-"], Some(&manifest)).await?;
+        let hypervisor = TestHypervisor::vnc(prefix).await?;
         let sessions = Api::namespaced(client, &ns.name);
         Ok(Setup {
             ns,
@@ -47,7 +42,7 @@ impl Setup {
         let manifest = format!(
             "apiVersion: porthole.dev/v1alpha1\nkind: ConsoleSession\nmetadata: {{name: {name}, namespace: {}}}\n\
              spec:\n  hypervisor: {}\n  vm: {{port: {port}}}\n{extra}",
-            self.ns.name, self.hypervisor
+            self.ns.name, self.hypervisor.name
         );
         kubectl(&["apply", "-f", "-"], Some(&manifest)).await?;
         self.wait_for(name, "condition=Ready").await?;
@@ -63,24 +58,6 @@ impl Setup {
         self.wait_for(name, &format!("jsonpath={{.status.phase}}={phase:?}"))
             .await?;
         self.sessions.get(name).await?.status.context("status")
-    }
-}
-
-impl Drop for Setup {
-    fn drop(&mut self) {
-        let hypervisor = self.hypervisor.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            rt.block_on(kubectl(
-                &["delete", "hypervisor", &hypervisor, "--wait=false"],
-                None,
-            ))
-            .ok()
-        })
-        .join();
     }
 }
 

@@ -12,20 +12,34 @@ use kube::api::ListParams;
 use porthole_api::v1alpha1::{ConsoleSession, SessionPhase};
 use porthole_e2e::HYPERVISOR_HOST;
 use porthole_e2e::cluster::{
-    TestNamespace, client, eventually, kubectl, unique_suffix, wait_for_session,
+    TestHypervisor, TestNamespace, client, eventually, kubectl, wait_for_session,
 };
 use porthole_e2e::rfb::{self, ConsoleUrl};
 use porthole_e2e::vm::Vm;
 
 const WAIT: Duration = Duration::from_secs(120);
 
-fn manifests(ns: &str, hypervisor: &str, port: u16, extra: &str) -> String {
-    format!(
-        "apiVersion: porthole.dev/v1alpha1\nkind: Hypervisor\nmetadata: {{name: {hypervisor}}}\n\
-         spec:\n  allowedNamespaces: {{}}\n  vnc: {{host: {HYPERVISOR_HOST}, ports: {{first: {port}, last: {port}}}}}\n\
-         ---\napiVersion: porthole.dev/v1alpha1\nkind: ConsoleSession\nmetadata: {{name: web, namespace: {ns}}}\n\
-         spec:\n  hypervisor: {hypervisor}\n  vm: {{port: {port}}}\n{extra}"
-    )
+/// Applies session `web` for the VM on `port` and returns its URL once Ready.
+async fn ready_session(
+    ns: &str,
+    hypervisor: &TestHypervisor,
+    port: u16,
+    extra: &str,
+) -> Result<String> {
+    let manifest = format!(
+        "apiVersion: porthole.dev/v1alpha1\nkind: ConsoleSession\nmetadata: {{name: web, namespace: {ns}}}\n\
+         spec:\n  hypervisor: {}\n  vm: {{port: {port}}}\n{extra}",
+        hypervisor.name
+    );
+    kubectl(&["apply", "-f", "-"], Some(&manifest)).await?;
+    wait_for_session(ns, "web", "condition=Ready", WAIT).await?;
+    let sessions: Api<ConsoleSession> = Api::namespaced(client().await?, ns);
+    sessions
+        .get("web")
+        .await?
+        .status
+        .and_then(|s| s.url)
+        .context("status.url")
 }
 
 /// The notes of the session's Events with this reason.
@@ -42,20 +56,9 @@ async fn a_viewer_makes_the_session_connected_and_leaving_makes_it_ready_again()
     let client = client().await?;
     let ns = TestNamespace::create(&client, "viewers").await?;
     let _vm = Vm::start(HYPERVISOR_HOST, 5926).await?;
-    let hv = format!("viewers-{}", unique_suffix());
-    kubectl(
-        &["apply", "-f", "-"],
-        Some(&manifests(&ns.name, &hv, 5926, "")),
-    )
-    .await?;
-    wait_for_session(&ns.name, "web", "condition=Ready", WAIT).await?;
+    let hv = TestHypervisor::vnc("viewers").await?;
+    let url = ready_session(&ns.name, &hv, 5926, "").await?;
     let sessions: Api<ConsoleSession> = Api::namespaced(client.clone(), &ns.name);
-    let url = sessions
-        .get("web")
-        .await?
-        .status
-        .and_then(|s| s.url)
-        .context("status.url")?;
 
     let viewer = rfb::open_viewer(&url).await?;
     wait_for_session(&ns.name, "web", "jsonpath={.status.phase}=Connected", WAIT).await?;
@@ -91,7 +94,6 @@ async fn a_viewer_makes_the_session_connected_and_leaving_makes_it_ready_again()
         Ok(notes.into_iter().find(|n| n.contains("0 still connected")))
     })
     .await?;
-    kubectl(&["delete", "hypervisor", &hv], None).await?;
     Ok(())
 }
 
@@ -100,21 +102,9 @@ async fn ingress_exposure_yields_a_valid_ingress_and_a_url_the_proxy_serves() ->
     let client = client().await?;
     let ns = TestNamespace::create(&client, "ingress").await?;
     let _vm = Vm::start(HYPERVISOR_HOST, 5927).await?;
-    let hv = format!("ingress-{}", unique_suffix());
+    let hv = TestHypervisor::vnc("ingress").await?;
     let expose = "  expose:\n    type: Ingress\n    ingress: {className: nginx, host: consoles.porthole.test, tlsSecretName: consoles-tls}\n";
-    kubectl(
-        &["apply", "-f", "-"],
-        Some(&manifests(&ns.name, &hv, 5927, expose)),
-    )
-    .await?;
-    wait_for_session(&ns.name, "web", "condition=Ready", WAIT).await?;
-    let sessions: Api<ConsoleSession> = Api::namespaced(client.clone(), &ns.name);
-    let url = sessions
-        .get("web")
-        .await?
-        .status
-        .and_then(|s| s.url)
-        .context("status.url")?;
+    let url = ready_session(&ns.name, &hv, 5927, expose).await?;
     let prefix = format!("/{}/web/", ns.name);
     let (origin_and_path, token) = url.split_once("#token=").context("token fragment")?;
     assert_eq!(
@@ -169,6 +159,5 @@ async fn ingress_exposure_yields_a_valid_ingress_and_a_url_the_proxy_serves() ->
             .then_some(()))
     })
     .await?;
-    kubectl(&["delete", "hypervisor", &hv], None).await?;
     Ok(())
 }

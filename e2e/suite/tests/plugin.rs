@@ -15,8 +15,7 @@ use kube::api::ListParams;
 use porthole_api::v1alpha1::ConsoleSession;
 use porthole_e2e::HYPERVISOR_HOST;
 use porthole_e2e::cluster::{
-    TestNamespace, client, eventually, kubeconfig_path, kubectl, unique_suffix,
-    wait_until_children_gone,
+    TestHypervisor, TestNamespace, client, eventually, kubeconfig_path, wait_until_children_gone,
 };
 use porthole_e2e::rfb;
 use porthole_e2e::vm::Vm;
@@ -59,50 +58,6 @@ async fn plugin(args: &[&str]) -> Result<Output> {
         String::from_utf8_lossy(&output.stderr)
     );
     Ok(output)
-}
-
-/// A cluster-scoped vnc Hypervisor for the test's VMs, deleted on drop.
-struct TestHypervisor {
-    name: String,
-}
-
-impl TestHypervisor {
-    /// The test VMs' host, ports 5910-5930.
-    async fn vnc(prefix: &str) -> Result<Self> {
-        Self::create(
-            prefix,
-            &format!("vnc: {{host: {HYPERVISOR_HOST}, ports: {{first: 5910, last: 5930}}}}"),
-        )
-        .await
-    }
-
-    async fn create(prefix: &str, kind: &str) -> Result<Self> {
-        let name = format!("{prefix}-{}", unique_suffix());
-        let manifest = format!(
-            "apiVersion: porthole.dev/v1alpha1\nkind: Hypervisor\nmetadata: {{name: {name}}}\n\
-             spec:\n  allowedNamespaces: {{}}\n  maxTimeout: 1h\n  {kind}\n"
-        );
-        kubectl(&["apply", "-f", "-"], Some(&manifest)).await?;
-        Ok(TestHypervisor { name })
-    }
-}
-
-impl Drop for TestHypervisor {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            rt.block_on(kubectl(
-                &["delete", "hypervisor", &name, "--wait=false"],
-                None,
-            ))
-            .ok()
-        })
-        .join();
-    }
 }
 
 #[tokio::test]
