@@ -184,7 +184,8 @@ impl Exposure {
     }
 }
 
-fn http_origin(host: &str, port: u16) -> String {
+/// `http://host[:port]`, an IPv6 address in brackets, port 80 left out.
+pub fn http_origin(host: &str, port: u16) -> String {
     let host = if host.contains(':') {
         format!("[{host}]")
     } else {

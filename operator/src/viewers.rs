@@ -16,6 +16,8 @@ use porthole_api::contract::{PROXY_PORT, VIEWERS_LONG_POLL, VIEWERS_PATH, Viewer
 use porthole_api::v1alpha1::{ConsoleSession, ViewerStatus};
 use tracing::debug;
 
+use crate::exposure::http_origin;
+
 /// A quick read must not hold up a reconcile.
 const READ_TIMEOUT: Duration = Duration::from_secs(3);
 /// A watch gives up after this many failures in a row: the pod is gone, and
@@ -44,12 +46,7 @@ pub async fn read(
     token: &str,
     after: Option<u64>,
 ) -> Result<ViewerReport, Error> {
-    let host = if pod_ip.contains(':') {
-        format!("[{pod_ip}]")
-    } else {
-        pod_ip.to_string()
-    };
-    let mut url = format!("http://{host}:{PROXY_PORT}{VIEWERS_PATH}");
+    let mut url = format!("{}{VIEWERS_PATH}", http_origin(pod_ip, PROXY_PORT));
     let timeout = match after {
         Some(generation) => {
             url.push_str(&format!("?after={generation}"));
