@@ -266,3 +266,37 @@ pub async fn wait_until_children_gone(
     )
     .await
 }
+
+/// Waits for an Event with `reason` about the object `name` in `ns` and returns
+/// its note. The operator records Events after it writes status, so a test that
+/// has just seen the status must wait for the Event rather than look once.
+pub async fn event_note(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    reason: &str,
+    timeout: Duration,
+) -> Result<String> {
+    use k8s_openapi::api::core::v1::Event;
+    use kube::api::ListParams;
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    let selector = format!("involvedObject.name={name},reason={reason}");
+    eventually(
+        timeout,
+        &format!("a {reason} Event for {ns}/{name}"),
+        || {
+            let (events, selector) = (events.clone(), selector.clone());
+            async move {
+                let list = events
+                    .list(&ListParams::default().fields(&selector))
+                    .await?;
+                Ok(list
+                    .items
+                    .into_iter()
+                    .next()
+                    .map(|e| e.message.unwrap_or_default()))
+            }
+        },
+    )
+    .await
+}

@@ -11,7 +11,7 @@ use kube::Api;
 use porthole_api::contract::secret_keys;
 use porthole_api::v1alpha1::{ConsoleSession, ConsoleSessionStatus, SessionPhase};
 use porthole_e2e::cluster::{
-    TestNamespace, apply, client, eventually, kubectl, unique_suffix, wait_for_session,
+    TestNamespace, apply, client, event_note, eventually, unique_suffix, wait_for_session,
 };
 use porthole_e2e::pve::{self, PveSim, SimVm};
 use porthole_e2e::rfb::{self, ConsoleUrl};
@@ -101,24 +101,14 @@ impl Setup {
             ready.status == "False" && ready.reason == reason,
             "{ready:?}"
         );
-        let events = kubectl(
-            &[
-                "-n",
-                &self.ns.name,
-                "get",
-                "events",
-                "--field-selector",
-                &format!("involvedObject.name={name}"),
-                "-o",
-                "jsonpath={.items[*].reason}",
-            ],
-            None,
+        event_note(
+            &client().await?,
+            &self.ns.name,
+            name,
+            reason,
+            Duration::from_secs(30),
         )
         .await?;
-        ensure!(
-            events.split_whitespace().any(|r| r == reason),
-            "no {reason} Event for {name}: {events}"
-        );
         Ok(status)
     }
 }
