@@ -66,6 +66,7 @@ start kube-apiserver "$K8S_BIN/kube-apiserver" \
   --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" \
   --client-ca-file="$pki/ca.crt" \
   --authorization-mode=RBAC \
+  --enable-admission-plugins=OwnerReferencesPermissionEnforcement \
   --service-account-issuer=https://kubernetes.default.svc \
   --service-account-key-file="$pki/sa.pub" --service-account-signing-key-file="$pki/sa.key" \
   --service-cluster-ip-range="$SERVICE_CIDR" \

@@ -99,7 +99,16 @@ pub async fn reconcile(session: Arc<ConsoleSession>, ctx: Arc<Context>) -> Resul
                 return settle(&session, &ctx, &children, verdict, Duration::from_secs(15)).await;
             }
         };
-    let (pod, service) = apply(&ctx, &children, &plan, &session, existing_pod).await?;
+    let secret_exists = observed.session_secret.is_some();
+    let (pod, service) = apply(
+        &ctx,
+        &children,
+        &plan,
+        &session,
+        existing_pod,
+        secret_exists,
+    )
+    .await?;
     // Ready means a viewer can connect now: the pod is ready *and* the Service
     // routes to it, which happens only once its EndpointSlice lists it as ready.
     let routed =
@@ -301,12 +310,17 @@ async fn apply(
     plan: &SessionPlan,
     session: &ConsoleSession,
     existing_pod: Option<Pod>,
+    secret_exists: bool,
 ) -> Result<(Pod, Service)> {
     let params = PatchParams::apply(MANAGER).force();
-    children
-        .secrets
-        .patch(&children.name, &params, &Patch::Apply(&plan.secret()))
-        .await?;
+    // An immutable Secret keeps what the session started with: a password the
+    // Hypervisor's Secret changed since must not fail every later reconcile.
+    if !secret_exists || plan.target.renews() {
+        children
+            .secrets
+            .patch(&children.name, &params, &Patch::Apply(&plan.secret()))
+            .await?;
+    }
     // The policy goes first, so the pod never runs unconfined.
     if ctx.config.network_policies {
         children

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::{Resource, ResourceExt};
 use porthole_api::contract::secret_keys;
@@ -131,9 +131,14 @@ pub fn plan(
         exposure,
         child_name: child_name(&name),
         session_name: name.clone(),
-        owner: session
-            .controller_owner_ref(&())
-            .expect("a ConsoleSession read from the API has a name and uid"),
+        // blockOwnerDeletion: a foreground delete of the session waits for its
+        // pod, Service and Secret to go first.
+        owner: OwnerReference {
+            block_owner_deletion: Some(true),
+            ..session
+                .controller_owner_ref(&())
+                .expect("a ConsoleSession read from the API has a name and uid")
+        },
         vm_name: target.describe(hv_name),
         target,
         proxy_image: config.proxy_image.clone(),
