@@ -97,10 +97,18 @@ e2e: images ## End-to-end tests on a fresh local test cluster.
 	e2e/scripts/cluster-down.sh
 	$(MAKE) cluster-up install
 	cargo build -p kubectl-console
-	KUBECONFIG=$(KUBECONFIG) cargo test --no-fail-fast -p porthole-e2e -- --test-threads=4
+	@# Tests that restart or upgrade the operator (module `disruptive`) run alone, after the rest.
+	KUBECONFIG=$(KUBECONFIG) cargo test --no-fail-fast -p porthole-e2e -- --test-threads=4 --skip disruptive::
+	KUBECONFIG=$(KUBECONFIG) cargo test --no-fail-fast -p porthole-e2e -- --test-threads=1 disruptive::
+
+.PHONY: demo-check
+demo-check: ## Run `make demo` on a fresh cluster, open its URL in Chromium, check the VM's screen, Ctrl-C it.
+	e2e/scripts/cluster-down.sh
+	cargo build -q -p porthole-e2e --bin demo-check
+	$(CARGO_TARGET_DIR)/debug/demo-check
 
 .PHONY: test
-test: deps lint check-crds chart-lint unit e2e ## Everything CI runs.
+test: deps lint check-crds chart-lint unit e2e demo-check ## Everything CI runs.
 
 .PHONY: demo
 demo: deps images cluster-up install ## Start the local stack and print a console URL.

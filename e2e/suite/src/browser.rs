@@ -47,7 +47,7 @@ fn slots() -> Arc<Semaphore> {
         .clone()
 }
 
-fn repo_root() -> PathBuf {
+pub fn repo_root() -> PathBuf {
     let root = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
     std::fs::canonicalize(&root).unwrap_or(root)
 }
@@ -623,14 +623,20 @@ pub struct SimVms {
 
 impl SimVms {
     pub fn of(sim: &PveSim) -> Result<SimVms> {
+        SimVms::new(sim.url(), sim.ca_pem())
+    }
+
+    /// The controls of a simulator at `url` whose certificate `ca_pem` signed
+    /// (one this process did not start, such as `make demo`'s).
+    pub fn new(url: &str, ca_pem: &str) -> Result<SimVms> {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let ca = reqwest::Certificate::from_pem(sim.ca_pem().as_bytes())?;
+        let ca = reqwest::Certificate::from_pem(ca_pem.as_bytes())?;
         let http = reqwest::Client::builder()
             .tls_certs_only([ca])
             .timeout(Duration::from_secs(60))
             .build()?;
         Ok(SimVms {
-            url: sim.url().to_string(),
+            url: url.to_string(),
             http,
         })
     }

@@ -30,12 +30,21 @@ pub fn kubectl_path() -> PathBuf {
     if let Some(path) = std::env::var_os("PORTHOLE_KUBECTL") {
         return path.into();
     }
-    let cache = std::env::var_os("PORTHOLE_CACHE")
+    cache_dir().join("kubernetes-v1.35.4/kubectl")
+}
+
+/// Helm built with the control plane (`e2e/scripts/build-controlplane.sh helm`).
+pub fn helm_path() -> PathBuf {
+    cache_dir().join("helm-v3.21.4-k8s-v1.35.4/helm")
+}
+
+/// Where the expensive builds live (`e2e/scripts/lib.sh`'s `CACHE`).
+fn cache_dir() -> PathBuf {
+    std::env::var_os("PORTHOLE_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/porthole")
-        });
-    cache.join("kubernetes-v1.35.4/kubectl")
+        })
 }
 
 pub async fn client() -> Result<Client> {
