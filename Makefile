@@ -96,10 +96,8 @@ install: ## Install porthole into the test cluster with Helm.
 e2e: images ## End-to-end tests on a fresh local test cluster.
 	e2e/scripts/cluster-down.sh
 	$(MAKE) cluster-up install
-	cargo build -p kubectl-console
-	@# Tests that restart or upgrade the operator (module `disruptive`) run alone, after the rest.
-	KUBECONFIG=$(KUBECONFIG) cargo test --no-fail-fast -p porthole-e2e -- --test-threads=4 --skip disruptive::
-	KUBECONFIG=$(KUBECONFIG) cargo test --no-fail-fast -p porthole-e2e -- --test-threads=1 disruptive::
+	cargo build -p kubectl-console -p porthole-e2e --bins
+	e2e/scripts/e2e.sh
 
 .PHONY: demo-check
 demo-check: ## Run `make demo` on a fresh cluster, open its URL in Chromium, check the VM's screen, Ctrl-C it.

@@ -25,6 +25,13 @@ pub fn kubeconfig_path() -> PathBuf {
         })
 }
 
+/// The test bed's state directory (`.e2e`, or `PORTHOLE_STATE`).
+pub fn state_dir() -> PathBuf {
+    std::env::var_os("PORTHOLE_STATE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../.e2e")))
+}
+
 /// kubectl built with the control plane (same version as the apiserver).
 pub fn kubectl_path() -> PathBuf {
     if let Some(path) = std::env::var_os("PORTHOLE_KUBECTL") {

@@ -216,7 +216,27 @@ impl PveSim {
         json!({"fingerprintSHA256": self.fingerprint()})
     }
 
+    /// Stops the simulator, first leaving what it issued for the secret scan
+    /// (`secret-scan`, run after the e2e tests) in `.e2e/secrets/`.
     pub async fn shutdown(self) {
+        if let Err(error) = self.remember_issued().await {
+            eprintln!("could not record the simulator's issued secrets: {error:#}");
+        }
         self.handle.shutdown().await;
+    }
+
+    async fn remember_issued(&self) -> Result<()> {
+        let issued = self.issued().await?;
+        let dir = crate::cluster::state_dir().join("secrets");
+        std::fs::create_dir_all(&dir)?;
+        let lines: String = issued
+            .all()
+            .into_iter()
+            // Behaviour A's VNC password is the ticket's public first 8 bytes.
+            .filter(|s| !s.starts_with("PVEVNC:"))
+            .map(|s| format!("{s}\n"))
+            .collect();
+        std::fs::write(dir.join(format!("pve-{}.txt", unique_suffix())), lines)?;
+        Ok(())
     }
 }

@@ -5,12 +5,12 @@
 //! cleaned up after itself: make exits, the simulator's VM is gone, the cluster
 //! is down. Exits non-zero, saying why, on any failure.
 
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail, ensure};
 use porthole_e2e::browser::{Browser, SimVms, Until, repo_root, shows_the_same};
+use porthole_e2e::cluster::state_dir;
 use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, Command};
@@ -28,12 +28,6 @@ const VMID: u32 = 101;
 struct SimReady {
     url: String,
     ca_pem: String,
-}
-
-fn state_dir() -> PathBuf {
-    std::env::var_os("PORTHOLE_STATE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join(".e2e"))
 }
 
 #[tokio::main]
