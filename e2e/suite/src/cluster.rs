@@ -316,3 +316,17 @@ pub async fn event_note(
     )
     .await
 }
+
+/// Adds a fault-injection test's figures to `.e2e/reliability/faults.jsonl`,
+/// which `docs/reliability.md` is written from.
+pub fn record_figures(figures: &serde_json::Value) -> Result<()> {
+    use std::io::Write as _;
+    let dir = state_dir().join("reliability");
+    std::fs::create_dir_all(&dir)?;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("faults.jsonl"))?;
+    writeln!(file, "{figures}")?;
+    Ok(())
+}

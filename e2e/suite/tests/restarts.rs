@@ -13,13 +13,15 @@ mod disruptive {
     use anyhow::{Context as _, Result, ensure};
     use futures::TryStreamExt as _;
     use k8s_openapi::api::core::v1::{Pod, Secret, Service};
-    use k8s_openapi::jiff::Timestamp;
     use kube::Api;
     use kube::api::ListParams;
     use kube::runtime::{WatchStreamExt as _, watcher};
     use porthole_api::contract::labels;
     use porthole_api::v1alpha1::{ConsoleSession, SessionPhase};
-    use porthole_e2e::cluster::{TestHypervisor, TestNamespace, client, eventually, kubectl};
+    use porthole_e2e::cluster::{
+        TestHypervisor, TestNamespace, client, eventually, kubectl, record_figures,
+    };
+    use serde_json::json;
 
     const SESSIONS: usize = 50;
     /// Long enough for every proxy pod to be running at its deadline, so each
@@ -28,12 +30,14 @@ mod disruptive {
     const WAIT: Duration = Duration::from_secs(600);
     /// How far a recorded end may be from the deadline (as in endings.rs).
     const ON_TIME_SECS: f64 = 2.0;
+    const CLEANUP: Duration = Duration::from_secs(120);
 
     /// Kills every operator pod now: force-deleted, no graceful shutdown, no
     /// Lease released. The Deployment starts another, which must wait for the
     /// Lease to expire before it leads.
-    async fn kill_operator(why: &str) -> Result<()> {
+    async fn kill_operator(why: &str, kills: &mut usize) -> Result<()> {
         eprintln!("killing the operator: {why}");
+        *kills += 1;
         kubectl(
             &[
                 "-n",
@@ -142,6 +146,7 @@ mod disruptive {
             }),
         );
 
+        let mut kills = 0;
         for i in 0..SESSIONS {
             // Deadlines one second apart, so expiries keep coming while the
             // operator is killed.
@@ -155,66 +160,88 @@ mod disruptive {
             );
             kubectl(&["apply", "-f", "-"], Some(&manifest)).await?;
             if i == 9 || i == 29 {
-                kill_operator(&format!("{} sessions created", i + 1)).await?;
+                kill_operator(&format!("{} sessions created", i + 1), &mut kills).await?;
             }
         }
         wait_until_count(&sessions, "open", 1, open).await?;
-        kill_operator("the first session is open").await?;
+        kill_operator("the first session is open", &mut kills).await?;
         wait_until_count(&sessions, "open", SESSIONS / 2, open).await?;
-        kill_operator("half the sessions are open").await?;
+        kill_operator("half the sessions are open", &mut kills).await?;
         wait_until_count(&sessions, "ended", 1, ended).await?;
-        kill_operator("the first session ended").await?;
+        kill_operator("the first session ended", &mut kills).await?;
         wait_until_count(&sessions, "ended", SESSIONS / 2, ended).await?;
-        kill_operator("half the sessions ended").await?;
+        kill_operator("half the sessions ended", &mut kills).await?;
         wait_until_count(&sessions, "ended", SESSIONS, ended).await?;
 
         // Every session expired, on time, by its own deadline.
-        let mut late = Vec::new();
+        let mut lost = Vec::new();
         for session in sessions.list(&ListParams::default()).await? {
             let name = session.metadata.name.clone().unwrap_or_default();
             let status = session.status.context("status")?;
-            ensure!(
-                status.phase == Some(SessionPhase::Expired)
-                    && status.reason.as_deref() == Some("Expired"),
-                "{name} ended {:?} {:?}: {:?}",
-                status.phase,
-                status.reason,
-                status.message
-            );
-            let deadline: Timestamp = status.expires_at.context("expiresAt")?.0;
-            let ended: Timestamp = status.ended_at.context("endedAt")?.0;
-            let off = deadline.duration_until(ended).as_secs_f64();
-            if off.abs() > ON_TIME_SECS {
-                late.push(format!("{name}: {off:+.1}s"));
+            let expired = status.phase == Some(SessionPhase::Expired)
+                && status.reason.as_deref() == Some("Expired");
+            let off = match (&status.expires_at, &status.ended_at) {
+                (Some(deadline), Some(ended)) => deadline.0.duration_until(ended.0).as_secs_f64(),
+                _ => f64::INFINITY,
+            };
+            if !expired || off.abs() > ON_TIME_SECS {
+                lost.push(format!(
+                    "{name}: {:?} {:?}, {off:+.1}s off its deadline",
+                    status.phase, status.reason
+                ));
             }
         }
-        ensure!(late.is_empty(), "expiries off their deadline: {late:?}");
 
         // Nothing a session created is left.
         let services: Api<Service> = Api::namespaced(client.clone(), &ns.name);
         let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
         let owned = ListParams::default().labels(labels::SESSION);
-        eventually(
-            WAIT,
-            "every session's pod, service and secret to go",
-            || async {
-                let left = pods.list(&owned).await?.items.len()
+        let left_behind = || async {
+            Ok::<_, anyhow::Error>(
+                pods.list(&owned).await?.items.len()
                     + services.list(&owned).await?.items.len()
-                    + secrets.list(&owned).await?.items.len();
-                Ok((left == 0).then_some(()))
-            },
+                    + secrets.list(&owned).await?.items.len(),
+            )
+        };
+        let cleaned = eventually(
+            CLEANUP,
+            "every session's pod, service and secret to go",
+            || async { Ok((left_behind().await? == 0).then_some(())) },
         )
-        .await?;
+        .await;
+        let orphans = if cleaned.is_ok() {
+            0
+        } else {
+            left_behind().await?
+        };
 
         // Exactly one proxy pod per session, ever.
         watch.abort();
         let seen = seen.snapshot();
+        let duplicated: Vec<_> = seen.iter().filter(|(_, uids)| uids.len() > 1).collect();
+
+        record_figures(&json!({
+            "test": "killing_the_operator_repeatedly_loses_no_session_and_leaves_nothing_behind",
+            "sessions_run": SESSIONS,
+            "faults_injected": kills,
+            "fault": "operator pod force-deleted (no graceful shutdown, Lease not released)",
+            "sessions_lost": lost.len(),
+            "orphans_left": orphans,
+            "duplicate_pods": duplicated.len(),
+        }))?;
+        ensure!(
+            lost.is_empty(),
+            "sessions that did not expire on time: {lost:?}"
+        );
+        ensure!(
+            orphans == 0,
+            "{orphans} pods, services or secrets left behind"
+        );
         ensure!(
             seen.len() == SESSIONS,
             "{} of {SESSIONS} sessions had a pod",
             seen.len()
         );
-        let duplicated: Vec<_> = seen.iter().filter(|(_, uids)| uids.len() > 1).collect();
         ensure!(
             duplicated.is_empty(),
             "sessions with more than one pod: {duplicated:?}"
