@@ -41,6 +41,19 @@ async fn bad_specs_are_rejected_by_the_apiserver_with_readable_messages() -> Res
             "spec.vm.port in body should be less than or equal to 65535",
         ),
         (
+            session(&ns.name, "huge-name", &"h".repeat(300), ""),
+            "spec.hypervisor: Too long: may not be more than 253 bytes",
+        ),
+        (
+            session(
+                &ns.name,
+                "huge-timeout",
+                "any",
+                &format!("  timeout: {}h\n", "9".repeat(40)),
+            ),
+            "spec.timeout: Too long: may not be more than 32 bytes",
+        ),
+        (
             hypervisor("bad-range", "{}")
                 .replace("first: 5910, last: 5930", "first: 5930, last: 5910"),
             "ports.first must not be greater than ports.last",
