@@ -46,6 +46,11 @@ impl std::str::FromStr for BaseUrl {
         if authority.as_str().contains('@') || authority.host().is_empty() {
             return Err(not_absolute());
         }
+        // `http` takes anything after the colon as the port text; one that
+        // is no number would end up in every console URL.
+        if authority.port().is_none() && authority.as_str() != authority.host() {
+            return Err(not_absolute());
+        }
         Ok(BaseUrl {
             scheme: scheme.to_string(),
             authority: authority.as_str().to_ascii_lowercase(),
@@ -270,6 +275,21 @@ mod tests {
         ] {
             assert!(bad.parse::<BaseUrl>().is_err(), "{bad}");
         }
+    }
+
+    /// Found by fuzzing (fuzz/fuzz_targets/addresses.rs): a port that is no
+    /// number went into every console URL.
+    #[test]
+    fn base_url_ports_are_numbers() {
+        for bad in [
+            "https://[fd00::1]:8006.",
+            "https://consoles.example.com:84a3/",
+            "http://x:",
+        ] {
+            assert!(bad.parse::<BaseUrl>().is_err(), "{bad}");
+        }
+        let base: BaseUrl = "https://[fd00::1]:8443".parse().unwrap();
+        assert_eq!(base.authority, "[fd00::1]:8443");
     }
 
     #[test]

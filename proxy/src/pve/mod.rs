@@ -120,6 +120,11 @@ impl FromStr for ApiUrl {
             .authority()
             .filter(|a| !a.host().is_empty() && !a.as_str().contains('@'))
             .ok_or_else(|| format!("{SHAPE}, not {text:?}"))?;
+        // `http` takes anything after the colon as the port text; one that
+        // is no number would otherwise silently become 443.
+        if authority.port().is_none() && authority.as_str() != authority.host() {
+            return Err(format!("{SHAPE}, with a numeric port, not {text:?}"));
+        }
         if uri.query().is_some() {
             return Err(format!("{SHAPE}, without a query, not {text:?}"));
         }
@@ -653,6 +658,22 @@ mod tests {
         ] {
             assert!(bad.parse::<ApiUrl>().is_err(), "{bad}");
         }
+    }
+
+    /// Found by fuzzing (fuzz/fuzz_targets/addresses.rs): a port that is no
+    /// number was dropped, and the proxy dialled 443.
+    #[test]
+    fn api_url_ports_are_numbers() {
+        for bad in [
+            "https://u:22v",
+            "https://pve.example:80O6/",
+            "https://pve:",
+            "https://[::1]:x",
+        ] {
+            assert!(bad.parse::<ApiUrl>().is_err(), "{bad}");
+        }
+        let url: ApiUrl = "https://pve.example:006006".parse().unwrap();
+        assert_eq!(url.port, 6006);
     }
 
     #[test]
