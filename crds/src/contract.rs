@@ -87,6 +87,15 @@ pub mod env {
     pub const VIEWERS: &str = "PORTHOLE_VIEWERS";
     /// `true`: viewers' key and pointer events are dropped, never reaching the VM.
     pub const VIEW_ONLY: &str = "PORTHOLE_VIEW_ONLY";
+    /// Record every viewer connection to `VALUE.N` (N from 1), as the
+    /// standalone proxy's `--record` does: the operator sets it to
+    /// [`RECORDING_MOUNT`](super::RECORDING_MOUNT) joined with
+    /// [`recording_base`](super::recording_base) when the session has
+    /// `spec.record`. The proxy creates the directory at start; if it cannot,
+    /// or cannot write a connection's recording, the session ends as
+    /// [`EndReason::RecordingFailed`](super::EndReason::RecordingFailed)
+    /// rather than relay anything unrecorded. Unset: nothing is recorded.
+    pub const RECORD: &str = "PORTHOLE_RECORD";
     /// Log filter (tracing `EnvFilter` syntax).
     pub const LOG: &str = "PORTHOLE_LOG";
 }
@@ -102,6 +111,19 @@ pub const VIEWERS_SHARED: &str = "shared";
 
 /// Where the session Secret is mounted in the proxy pod.
 pub const SESSION_SECRET_MOUNT: &str = "/var/run/porthole/session";
+/// Where a recorded session's claim (`spec.record.claimName`) is mounted in
+/// the proxy pod, writable.
+pub const RECORDING_MOUNT: &str = "/var/run/porthole/recordings";
+
+/// Where a session's recordings go, relative to its claim:
+/// `<session name>/<session uid>/connection`, to which the proxy appends `.N`
+/// for the Nth viewer connection. The uid keeps a session that is deleted and
+/// created again under the same name from overwriting the earlier recordings;
+/// both parts are safe path components (a DNS subdomain never is `.` or `..`,
+/// and a uid holds no `/`).
+pub fn recording_base(session_name: &str, session_uid: &str) -> String {
+    format!("{session_name}/{session_uid}/connection")
+}
 /// The port the proxy container serves HTTP and WebSocket on.
 pub const PROXY_PORT: u16 = 8080;
 /// The port of the per-session Service.
@@ -179,6 +201,9 @@ pub enum EndReason {
         failure: UpstreamFailure,
         detail: String,
     },
+    /// The session is recorded (`spec.record`), and the recording could not be
+    /// written: nothing was relayed unrecorded. `detail` is for people.
+    RecordingFailed { detail: String },
 }
 
 impl EndReason {
@@ -186,6 +211,12 @@ impl EndReason {
         EndReason::UpstreamFailed {
             failure,
             detail: detail.into(),
+        }
+    }
+
+    pub fn recording_failed(detail: impl Into<String>) -> Self {
+        EndReason::RecordingFailed {
+            detail: detail.into().trim().to_string(),
         }
     }
 
@@ -198,6 +229,7 @@ impl EndReason {
             EndReason::NeverConnected => "never-connected",
             EndReason::UpstreamClosed => "upstream-closed",
             EndReason::UpstreamFailed { .. } => "upstream-failed",
+            EndReason::RecordingFailed { .. } => "recording-failed",
         }
     }
 }
@@ -292,6 +324,9 @@ impl fmt::Display for EndReason {
             EndReason::UpstreamFailed { failure, detail } => {
                 write!(f, "upstream-failed: {failure}: {detail}")
             }
+            EndReason::RecordingFailed { detail } if !detail.is_empty() => {
+                write!(f, "recording-failed: {detail}")
+            }
             other => f.write_str(other.label()),
         }
     }
@@ -312,10 +347,18 @@ impl FromStr for EndReason {
             "idle" => EndReason::Idle,
             "never-connected" => EndReason::NeverConnected,
             "upstream-closed" => EndReason::UpstreamClosed,
-            _ => match s.strip_prefix("upstream-failed") {
-                Some(rest) => parse_upstream_failure(rest.trim_start_matches(':').trim()),
-                None => return Err(UnknownEndReason(s.to_string())),
-            },
+            _ => {
+                if let Some(rest) = s.strip_prefix("upstream-failed") {
+                    parse_upstream_failure(rest.trim_start_matches(':').trim())
+                } else if let Some(detail) = s
+                    .strip_prefix("recording-failed")
+                    .filter(|rest| rest.is_empty() || rest.starts_with(':'))
+                {
+                    EndReason::recording_failed(&detail[detail.len().min(1)..])
+                } else {
+                    return Err(UnknownEndReason(s.to_string()));
+                }
+            }
         })
     }
 }
@@ -350,6 +393,10 @@ mod tests {
                 UpstreamFailure::VmNotRunning,
                 "Proxmox VE says: VM 100 not running",
             ),
+            EndReason::recording_failed(
+                "cannot create /var/run/porthole/recordings/web/u1/connection.1: No space left on device (os error 28)",
+            ),
+            EndReason::recording_failed(""),
         ] {
             assert_eq!(reason.to_string().parse::<EndReason>(), Ok(reason));
         }
@@ -377,5 +424,32 @@ mod tests {
     #[test]
     fn unknown_end_reason_is_an_error() {
         assert!("exploded".parse::<EndReason>().is_err());
+        assert!("recording-failedly".parse::<EndReason>().is_err());
+    }
+
+    #[test]
+    fn a_recording_failure_keeps_its_detail_trimmed() {
+        assert_eq!(
+            "recording-failed:   disk full ".parse::<EndReason>(),
+            Ok(EndReason::RecordingFailed {
+                detail: "disk full".into()
+            })
+        );
+        assert_eq!(
+            EndReason::recording_failed("disk full").to_string(),
+            "recording-failed: disk full"
+        );
+        assert_eq!(
+            EndReason::recording_failed(" ").to_string(),
+            "recording-failed"
+        );
+    }
+
+    #[test]
+    fn recordings_go_under_the_session_name_and_uid() {
+        assert_eq!(
+            recording_base("web", "0f1e2d3c-aaaa-bbbb-cccc-123456789abc"),
+            "web/0f1e2d3c-aaaa-bbbb-cccc-123456789abc/connection"
+        );
     }
 }

@@ -11,6 +11,7 @@
 
 pub mod contract;
 pub mod duration;
+pub mod names;
 pub mod v1alpha1;
 
 /// The API group of every porthole resource.

@@ -32,6 +32,10 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.record) == has(oldSelf.record) && (!has(self.record) || self.record == oldSelf.record)",
+    "message": "spec.record cannot be added, changed or removed once the session exists: create a new session"
+}]))]
 pub struct ConsoleSessionSpec {
     /// Name of the cluster-scoped Hypervisor that hosts the VM.
     #[schemars(length(min = 1, max = 253))]
@@ -72,6 +76,31 @@ pub struct ConsoleSessionSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 31536000))]
     pub ttl_seconds_after_finished: Option<i32>,
+    /// Record every viewer connection into a PersistentVolumeClaim of the
+    /// session's namespace, in websockify's format (noVNC's playback reads it),
+    /// as `<session name>/<session uid>/connection.N`, N counting the viewer
+    /// connections from 1. A recording holds everything the viewer saw and
+    /// typed, passwords included: whoever can read the claim can watch the
+    /// console, so guard it like the console itself. Recordings outlive the
+    /// session. Until the claim exists the session waits (phase Pending, reason
+    /// `RecordingClaimNotFound`); if the proxy cannot write a recording, it
+    /// relays nothing and the session fails (reason `RecordingFailed`). Cannot
+    /// be added, changed or removed once the session exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<Record>,
+}
+
+/// Where a session's viewer connections are recorded.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Record {
+    /// The PersistentVolumeClaim, in the session's namespace, that receives the
+    /// recordings. The proxy writes as user and group 65532 (the pod's
+    /// `fsGroup`): the volume must let that group write (most storage drivers
+    /// apply `fsGroup`; `hostPath` volumes do not). Sessions on different nodes
+    /// sharing one claim need `ReadWriteMany`.
+    #[schemars(schema_with = "crate::names::claim_name_schema")]
+    pub claim_name: String,
 }
 
 /// How viewers reach a session's console.

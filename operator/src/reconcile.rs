@@ -1,7 +1,8 @@
 //! The reconcile pipeline for one ConsoleSession:
 //!
 //! 1. **finished?** a final session only makes sure its children are gone;
-//! 2. **dereference** the Hypervisor, its password Secret and the session Secret;
+//! 2. **dereference** the Hypervisor, its password Secret, the session Secret
+//!    and, for a recorded session, its PersistentVolumeClaim;
 //! 3. **ended?** a proxy pod that exited ends the session with its end reason;
 //! 4. **validate** into a [`SessionPlan`](crate::resources::SessionPlan) (pure);
 //! 5. **apply** the Secret, Pod and Service by server-side apply;
@@ -11,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
-use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -31,7 +32,7 @@ use crate::naming::child_name;
 use crate::proxmox::{Authenticated, authenticate};
 use crate::resources::{SessionPlan, secret_text};
 use crate::status::{Reason, SeenViewers, Verdict, pod_is_ready, pod_outcome};
-use crate::validate::{Credentials, Observed, ProxmoxCredentials, plan};
+use crate::validate::{Credentials, Observed, ProxmoxCredentials, RecordingClaim, plan};
 use crate::viewers;
 
 /// The one field manager for everything the operator writes.
@@ -73,12 +74,18 @@ pub async fn reconcile(session: Arc<ConsoleSession>, ctx: Arc<Context>) -> Resul
         return Ok(Action::await_change());
     }
 
-    let observed = dereference(&session, &ctx, &children).await?;
+    let observed = dereference(&session, &ctx, &children, existing_pod.is_some()).await?;
     let plan = match plan(&session, &observed, &ctx.config, new_token) {
         Ok(plan) => plan,
         // Watches on Hypervisors bring a waiting session back; the retry is a backstop.
+        // Claims are not watched (that would take list and watch on every
+        // claim in the cluster): a session waiting for one looks again sooner.
         Err(verdict) => {
-            return settle(&session, &ctx, &children, verdict, Duration::from_secs(60)).await;
+            let retry = match verdict.reason {
+                Reason::RecordingClaimNotFound => Duration::from_secs(15),
+                _ => Duration::from_secs(60),
+            };
+            return settle(&session, &ctx, &children, verdict, retry).await;
         }
     };
 
@@ -219,10 +226,13 @@ fn ignore_not_found(result: kube::Result<()>) -> kube::Result<()> {
     }
 }
 
+/// Reads what the session refers to. A recorded session's claim is looked up
+/// only before its pod is started: a running pod keeps the claim it mounted.
 async fn dereference(
     session: &ConsoleSession,
     ctx: &Context,
     children: &Children,
+    pod_exists: bool,
 ) -> Result<Observed> {
     let hypervisors: Api<Hypervisor> = Api::all(ctx.client.clone());
     let hypervisor = hypervisors.get_opt(&session.spec.hypervisor).await?;
@@ -237,11 +247,20 @@ async fn dereference(
         .await?
         .and_then(|ns| ns.metadata.labels)
         .unwrap_or_default();
+    let recording_claim = match &session.spec.record {
+        Some(record) if !pod_exists => {
+            let claims: Api<PersistentVolumeClaim> =
+                Api::namespaced(ctx.client.clone(), &session.namespace().unwrap_or_default());
+            RecordingClaim::found(claims.get_opt(&record.claim_name).await?.as_ref())
+        }
+        _ => RecordingClaim::NotChecked,
+    };
     Ok(Observed {
         hypervisor,
         namespace_labels,
         credentials,
         session_secret,
+        recording_claim,
     })
 }
 

@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EnvVar, HTTPGetAction, Pod, PodSecurityContext,
-    PodSpec, Probe, ResourceRequirements, SeccompProfile, Secret, SecretVolumeSource,
-    SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    Capabilities, Container, ContainerPort, EnvVar, HTTPGetAction,
+    PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec, Probe,
+    ResourceRequirements, SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Service,
+    ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, HTTPIngressRuleValue, IPBlock, Ingress, IngressBackend, IngressRule,
@@ -52,11 +53,26 @@ pub struct SessionPlan {
     pub run_once: bool,
     pub viewers: ViewerPolicy,
     pub view_only: bool,
+    /// Where the proxy records its viewers (`spec.record`), if anywhere.
+    pub recording: Option<Recording>,
+}
+
+/// A recorded session's claim, and where in it the proxy writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recording {
+    /// The PersistentVolumeClaim, mounted writable at
+    /// [`contract::RECORDING_MOUNT`].
+    pub claim_name: String,
+    /// The proxy's [`env::RECORD`]: a path under the mount, to which it
+    /// appends `.N` per viewer connection.
+    pub base: String,
 }
 
 /// The unprivileged user the proxy runs as (the conventional "nonroot" id).
+/// Also the pod's `fsGroup`: the group that may write a recording claim.
 const PROXY_UID: i64 = 65532;
 const SESSION_VOLUME: &str = "session";
+const RECORDING_VOLUME: &str = "recording";
 
 impl SessionPlan {
     fn labels(&self) -> BTreeMap<String, String> {
@@ -150,6 +166,38 @@ impl SessionPlan {
         if let Some(timeout) = &self.idle_timeout {
             env_vars.push(env_var(env::IDLE_TIMEOUT, timeout));
         }
+        let mut volumes = vec![Volume {
+            name: SESSION_VOLUME.to_string(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(self.child_name.clone()),
+                default_mode: Some(0o440),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        }];
+        let mut volume_mounts = vec![VolumeMount {
+            name: SESSION_VOLUME.to_string(),
+            mount_path: contract::SESSION_SECRET_MOUNT.to_string(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        }];
+        if let Some(recording) = &self.recording {
+            env_vars.push(env_var(env::RECORD, &recording.base));
+            volumes.push(Volume {
+                name: RECORDING_VOLUME.to_string(),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name: recording.claim_name.clone(),
+                    read_only: Some(false),
+                }),
+                ..Volume::default()
+            });
+            volume_mounts.push(VolumeMount {
+                name: RECORDING_VOLUME.to_string(),
+                mount_path: contract::RECORDING_MOUNT.to_string(),
+                read_only: Some(false),
+                ..VolumeMount::default()
+            });
+        }
         let container = Container {
             name: "proxy".to_string(),
             image: Some(self.proxy_image.clone()),
@@ -162,12 +210,7 @@ impl SessionPlan {
                 protocol: Some("TCP".to_string()),
                 ..ContainerPort::default()
             }]),
-            volume_mounts: Some(vec![VolumeMount {
-                name: SESSION_VOLUME.to_string(),
-                mount_path: contract::SESSION_SECRET_MOUNT.to_string(),
-                read_only: Some(true),
-                ..VolumeMount::default()
-            }]),
+            volume_mounts: Some(volume_mounts),
             readiness_probe: Some(http_probe("/readyz", 1)),
             liveness_probe: Some(http_probe("/healthz", 10)),
             resources: Some(ResourceRequirements {
@@ -201,22 +244,20 @@ impl SessionPlan {
                     run_as_non_root: Some(true),
                     run_as_user: Some(PROXY_UID),
                     run_as_group: Some(PROXY_UID),
+                    // Volumes that support it (the Secret, most recording
+                    // claims) are made accessible to this group.
                     fs_group: Some(PROXY_UID),
+                    // A recording claim fills up over time: re-own it only when
+                    // its root is not the group's yet, not file by file at every
+                    // session start.
+                    fs_group_change_policy: Some("OnRootMismatch".to_string()),
                     seccomp_profile: Some(SeccompProfile {
                         type_: "RuntimeDefault".to_string(),
                         ..SeccompProfile::default()
                     }),
                     ..PodSecurityContext::default()
                 }),
-                volumes: Some(vec![Volume {
-                    name: SESSION_VOLUME.to_string(),
-                    secret: Some(SecretVolumeSource {
-                        secret_name: Some(self.child_name.clone()),
-                        default_mode: Some(0o440),
-                        ..SecretVolumeSource::default()
-                    }),
-                    ..Volume::default()
-                }]),
+                volumes: Some(volumes),
                 termination_grace_period_seconds: Some(5),
                 ..PodSpec::default()
             }),
@@ -397,7 +438,106 @@ mod tests {
             run_once: true,
             viewers: ViewerPolicy::Shared,
             view_only: false,
+            recording: None,
         }
+    }
+
+    fn recorded() -> SessionPlan {
+        SessionPlan {
+            recording: Some(Recording {
+                claim_name: "recordings".into(),
+                base: "/var/run/porthole/recordings/web/uid-1/connection".into(),
+            }),
+            ..plan()
+        }
+    }
+
+    #[test]
+    fn a_recorded_session_mounts_its_claim_writable_and_tells_the_proxy_where_to_write() {
+        let spec = recorded().pod().spec.unwrap();
+        let volume = spec
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.persistent_volume_claim.is_some())
+            .expect("a claim volume");
+        let claim = volume.persistent_volume_claim.as_ref().unwrap();
+        assert_eq!(
+            (claim.claim_name.as_str(), claim.read_only),
+            ("recordings", Some(false))
+        );
+        let container = &spec.containers[0];
+        let mount = container
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.name == volume.name)
+            .expect("the claim is mounted");
+        assert_eq!(mount.mount_path, contract::RECORDING_MOUNT);
+        assert_eq!(mount.read_only, Some(false));
+        let record = container
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|e| e.name == env::RECORD)
+            .and_then(|e| e.value.clone());
+        assert_eq!(
+            record.as_deref(),
+            Some("/var/run/porthole/recordings/web/uid-1/connection")
+        );
+        assert!(
+            record
+                .unwrap()
+                .starts_with(&format!("{}/", mount.mount_path)),
+            "the proxy writes inside the mount"
+        );
+        // The non-root proxy may write to the claim as its fsGroup.
+        let pod_sc = spec.security_context.unwrap();
+        assert_eq!(pod_sc.fs_group, Some(PROXY_UID));
+        assert_eq!(pod_sc.run_as_group, Some(PROXY_UID));
+        assert_eq!(
+            pod_sc.fs_group_change_policy.as_deref(),
+            Some("OnRootMismatch")
+        );
+    }
+
+    #[test]
+    fn a_recorded_pod_stays_restricted() {
+        let spec = recorded().pod().spec.unwrap();
+        let pod_sc = spec.security_context.clone().unwrap();
+        assert_eq!(pod_sc.run_as_non_root, Some(true));
+        assert_eq!(pod_sc.seccomp_profile.unwrap().type_, "RuntimeDefault");
+        let sc = spec.containers[0].security_context.clone().unwrap();
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.capabilities.unwrap().drop, Some(vec!["ALL".into()]));
+        // The restricted standard allows these volume types only (hostPath never).
+        for volume in spec.volumes.unwrap() {
+            assert!(
+                volume.secret.is_some() || volume.persistent_volume_claim.is_some(),
+                "{volume:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_unrecorded_session_mounts_no_claim_and_sets_no_recording() {
+        let spec = plan().pod().spec.unwrap();
+        assert_eq!(spec.volumes.as_ref().unwrap().len(), 1);
+        assert!(spec.volumes.unwrap()[0].persistent_volume_claim.is_none());
+        let container = &spec.containers[0];
+        assert_eq!(container.volume_mounts.as_ref().unwrap().len(), 1);
+        assert!(
+            container
+                .env
+                .as_ref()
+                .unwrap()
+                .iter()
+                .all(|e| e.name != env::RECORD)
+        );
     }
 
     #[test]

@@ -23,6 +23,11 @@ pub enum Reason {
     VmNotAllowed,
     NotAllowed,
     TimeoutTooLong,
+    /// The session is recorded, and its PersistentVolumeClaim does not exist
+    /// (or is being deleted): no pod is started until it does.
+    RecordingClaimNotFound,
+    /// The proxy could not write the session's recording, so it relayed nothing.
+    RecordingFailed,
     Completed,
     UpstreamClosed,
     Expired,
@@ -47,6 +52,8 @@ impl Reason {
             Reason::VmNotAllowed => "VMNotAllowed",
             Reason::NotAllowed => "NotAllowed",
             Reason::TimeoutTooLong => "TimeoutTooLong",
+            Reason::RecordingClaimNotFound => "RecordingClaimNotFound",
+            Reason::RecordingFailed => "RecordingFailed",
             Reason::Completed => "Completed",
             Reason::UpstreamClosed => "UpstreamClosed",
             Reason::Expired => "Expired",
@@ -218,6 +225,13 @@ pub fn verdict_for(reason: &EndReason) -> Verdict {
             Reason::Upstream(*failure),
             format!("the console could not be opened: {detail}"),
         ),
+        EndReason::RecordingFailed { detail } => Verdict::new(
+            Failed,
+            Reason::RecordingFailed,
+            format!(
+                "the session is recorded, and the recording could not be written, so the console was not relayed: {detail}"
+            ),
+        ),
     }
 }
 
@@ -293,6 +307,11 @@ mod tests {
                 SessionPhase::Failed,
                 Reason::Upstream(UpstreamFailure::VmNotRunning),
             ),
+            (
+                "recording-failed: cannot create /var/run/porthole/recordings/web: Permission denied (os error 13)",
+                SessionPhase::Failed,
+                Reason::RecordingFailed,
+            ),
         ];
         for (message, phase, reason) in cases {
             let verdict = pod_outcome(&finished_pod("Succeeded", Some(message), 0)).unwrap();
@@ -313,6 +332,25 @@ mod tests {
         ))
         .unwrap();
         assert!(verdict.message.contains("connection refused"));
+    }
+
+    #[test]
+    fn a_recording_failure_says_what_could_not_be_written() {
+        let verdict = pod_outcome(&finished_pod(
+            "Failed",
+            Some("recording-failed: cannot create /var/run/porthole/recordings/web: Permission denied (os error 13)"),
+            1,
+        ))
+        .unwrap();
+        assert_eq!(verdict.reason.as_str(), "RecordingFailed");
+        assert!(
+            verdict.message.contains("recorded")
+                && verdict
+                    .message
+                    .contains("/var/run/porthole/recordings/web: Permission denied"),
+            "{}",
+            verdict.message
+        );
     }
 
     #[test]

@@ -4,11 +4,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::{Resource, ResourceExt};
-use porthole_api::contract::secret_keys;
+use porthole_api::contract::{self, secret_keys};
 use porthole_api::duration;
 use porthole_api::v1alpha1::{
     ConsoleSession, Hypervisor, ProxmoxHypervisor, SessionPhase, VncHypervisor,
@@ -18,7 +18,7 @@ use porthole_pve::tls::TlsSettings;
 use crate::config::Config;
 use crate::exposure;
 use crate::naming::child_name;
-use crate::resources::{SessionPlan, secret_text};
+use crate::resources::{Recording, SessionPlan, secret_text};
 use crate::status::{Reason, Verdict};
 use crate::target::{ProxmoxAuth, ProxmoxTarget, Target, VncTarget};
 
@@ -32,6 +32,33 @@ pub struct Observed {
     pub credentials: Credentials,
     /// The session's own Secret, if it exists already (its token is kept).
     pub session_secret: Option<Secret>,
+    /// The PersistentVolumeClaim `spec.record` names.
+    pub recording_claim: RecordingClaim,
+}
+
+/// The claim a recorded session names, as the reconciler found it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RecordingClaim {
+    /// Not looked up: the session is not recorded, or its pod already runs
+    /// with the claim mounted (a claim deleted under a running pod stays until
+    /// the pod is gone, so the session goes on).
+    #[default]
+    NotChecked,
+    Missing,
+    /// It has a deletion timestamp: a new pod could not mount it.
+    BeingDeleted,
+    Present,
+}
+
+impl RecordingClaim {
+    /// What a lookup by name found.
+    pub fn found(claim: Option<&PersistentVolumeClaim>) -> Self {
+        match claim {
+            None => RecordingClaim::Missing,
+            Some(pvc) if pvc.metadata.deletion_timestamp.is_some() => RecordingClaim::BeingDeleted,
+            Some(_) => RecordingClaim::Present,
+        }
+    }
 }
 
 /// What the Hypervisor's credentials Secret holds. Debug output hides values.
@@ -120,6 +147,7 @@ pub fn plan(
     let namespace = session.namespace().unwrap_or_default();
     let exposure = exposure::resolve(session.spec.expose.as_ref(), config, &namespace, &name)
         .map_err(|e| invalid_spec(e.to_string()))?;
+    let recording = recording(session, observed)?;
     let viewers = session.spec.viewers.clone().unwrap_or_default();
     let token = observed
         .session_secret
@@ -150,7 +178,53 @@ pub fn plan(
         run_once: session.spec.run_once.unwrap_or(false),
         viewers: viewers.policy.unwrap_or_default(),
         view_only: viewers.view_only.unwrap_or(false),
+        recording,
     })
+}
+
+/// Where the proxy records, when the session asks for it: its claim must exist,
+/// or the pod would wait for it forever without saying why.
+fn recording(session: &ConsoleSession, observed: &Observed) -> Result<Option<Recording>, Verdict> {
+    let Some(record) = &session.spec.record else {
+        return Ok(None);
+    };
+    let claim = &record.claim_name;
+    // The CRD schema checks this too; a hand-edited CRD must not turn a name
+    // into a path.
+    if !porthole_api::names::is_dns_subdomain(claim) {
+        return Err(invalid_spec(format!(
+            "spec.record.claimName {claim:?} is not the name of a PersistentVolumeClaim"
+        )));
+    }
+    let namespace = session.namespace().unwrap_or_default();
+    // Not final: the claim may be created after the session (GitOps applies in
+    // any order).
+    let waiting = |what: &str| {
+        Verdict::new(
+            SessionPhase::Pending,
+            Reason::RecordingClaimNotFound,
+            format!(
+                "the session is recorded, and PersistentVolumeClaim {claim:?} {what} in namespace {namespace:?} \
+                 (spec.record.claimName): create it, or create the session without spec.record"
+            ),
+        )
+    };
+    match observed.recording_claim {
+        RecordingClaim::Missing => return Err(waiting("does not exist")),
+        RecordingClaim::BeingDeleted => return Err(waiting("is being deleted")),
+        RecordingClaim::Present | RecordingClaim::NotChecked => {}
+    }
+    let uid = session
+        .uid()
+        .expect("a ConsoleSession read from the API has a uid");
+    Ok(Some(Recording {
+        claim_name: claim.clone(),
+        base: format!(
+            "{}/{}",
+            contract::RECORDING_MOUNT,
+            contract::recording_base(&session.name_any(), &uid)
+        ),
+    }))
 }
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -354,7 +428,7 @@ mod tests {
     use k8s_openapi::ByteString;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelectorRequirement, Time};
     use porthole_api::v1alpha1::{
-        ConsoleSessionSpec, HypervisorSpec, PortRange, VmRef, VncHypervisor,
+        ConsoleSessionSpec, HypervisorSpec, PortRange, Record, VmRef, VncHypervisor,
     };
     use std::collections::BTreeMap;
 
@@ -374,6 +448,7 @@ mod tests {
                 viewers: None,
                 expose: None,
                 ttl_seconds_after_finished: None,
+                record: None,
             },
         );
         s.metadata.namespace = Some("team-a".into());
@@ -533,6 +608,107 @@ mod tests {
         let verdict = run(&session(Some(5912)), &obs).unwrap_err();
         assert_eq!(verdict.reason, Reason::CredentialsNotFound);
         assert!(verdict.message.contains("porthole-system/vnc"));
+    }
+
+    fn recorded(claim: &str) -> ConsoleSession {
+        let mut s = session(Some(5912));
+        s.spec.record = Some(Record {
+            claim_name: claim.into(),
+        });
+        s
+    }
+
+    fn claim(name: &str) -> PersistentVolumeClaim {
+        let mut pvc = PersistentVolumeClaim::default();
+        pvc.metadata.name = Some(name.into());
+        pvc.metadata.namespace = Some("team-a".into());
+        pvc
+    }
+
+    #[test]
+    fn a_session_without_record_records_nothing() {
+        assert_eq!(
+            run(&session(Some(5912)), &observed()).unwrap().recording,
+            None
+        );
+    }
+
+    #[test]
+    fn a_recorded_session_writes_under_its_name_and_uid_in_its_claim() {
+        let mut obs = observed();
+        obs.recording_claim = RecordingClaim::found(Some(&claim("recordings")));
+        let plan = run(&recorded("recordings"), &obs).unwrap();
+        assert_eq!(
+            plan.recording,
+            Some(Recording {
+                claim_name: "recordings".into(),
+                base: "/var/run/porthole/recordings/web/uid-1/connection".into(),
+            })
+        );
+    }
+
+    #[test]
+    fn a_missing_claim_waits_and_names_it() {
+        let mut obs = observed();
+        obs.recording_claim = RecordingClaim::found(None);
+        let verdict = run(&recorded("recordings"), &obs).unwrap_err();
+        assert_eq!(
+            (verdict.phase, verdict.reason),
+            (SessionPhase::Pending, Reason::RecordingClaimNotFound)
+        );
+        assert!(
+            verdict.message.contains("\"recordings\"")
+                && verdict.message.contains("does not exist")
+                && verdict.message.contains("\"team-a\""),
+            "{}",
+            verdict.message
+        );
+    }
+
+    #[test]
+    fn a_claim_being_deleted_waits_too() {
+        let mut obs = observed();
+        let mut pvc = claim("recordings");
+        pvc.metadata.deletion_timestamp = Some(Time("2026-01-01T00:00:00Z".parse().unwrap()));
+        obs.recording_claim = RecordingClaim::found(Some(&pvc));
+        let verdict = run(&recorded("recordings"), &obs).unwrap_err();
+        assert_eq!(verdict.reason, Reason::RecordingClaimNotFound);
+        assert!(
+            verdict.message.contains("is being deleted"),
+            "{}",
+            verdict.message
+        );
+    }
+
+    #[test]
+    fn a_running_session_keeps_recording_while_its_claim_is_deleted() {
+        // Its pod runs, so the reconciler does not look the claim up again.
+        let plan = run(&recorded("recordings"), &observed()).unwrap();
+        assert_eq!(
+            plan.recording.map(|r| r.claim_name).as_deref(),
+            Some("recordings")
+        );
+    }
+
+    #[test]
+    fn a_claim_name_that_is_no_object_name_is_an_invalid_spec() {
+        let mut obs = observed();
+        obs.recording_claim = RecordingClaim::found(Some(&claim("../etc")));
+        let verdict = run(&recorded("../etc"), &obs).unwrap_err();
+        assert_eq!(
+            (verdict.phase, verdict.reason),
+            (SessionPhase::Failed, Reason::InvalidSpec)
+        );
+    }
+
+    #[test]
+    fn a_session_that_can_never_run_fails_rather_than_wait_for_its_claim() {
+        let mut s = recorded("recordings");
+        s.spec.vm.port = Some(22);
+        let mut obs = observed();
+        obs.recording_claim = RecordingClaim::found(None);
+        let verdict = run(&s, &obs).unwrap_err();
+        assert_eq!(verdict.reason, Reason::PortNotAllowed);
     }
 
     #[test]

@@ -92,6 +92,7 @@ fn session(
             viewers: None,
             expose: None,
             ttl_seconds_after_finished: None,
+            record: None,
         },
     );
     let meta = session.meta_mut();

@@ -106,7 +106,9 @@ async fn run_session(args: Box<SessionArgs>) -> ExitCode {
     match session::run(config, termination_signal()).await {
         // The operator reads why from the termination message; the exit code
         // only tells Kubernetes whether the pod failed.
-        Ok(EndReason::UpstreamFailed { .. }) => ExitCode::FAILURE,
+        Ok(EndReason::UpstreamFailed { .. } | EndReason::RecordingFailed { .. }) => {
+            ExitCode::FAILURE
+        }
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "cannot serve");

@@ -195,6 +195,11 @@ pub struct SessionArgs {
     /// Relay no keyboard, pointer or clipboard input.
     #[arg(long, env = env::VIEW_ONLY, action = ArgAction::SetTrue, value_parser = named(env::VIEW_ONLY, boolean))]
     pub view_only: bool,
+    /// Record each viewer connection to FILE.N, as the standalone proxy's
+    /// --record does, handshake included. What cannot be recorded is not
+    /// relayed: the session ends as `recording-failed`.
+    #[arg(long, env = env::RECORD, value_name = "FILE")]
+    pub record: Option<PathBuf>,
 }
 
 impl SessionArgs {
@@ -440,6 +445,11 @@ mod tests {
         assert_eq!(args.viewers, Viewers::Shared);
 
         let defaults = parse(&[]).unwrap();
+        assert_eq!(defaults.record, None);
+        assert_eq!(
+            parse(&["--record=/rec/web/uid/connection"]).unwrap().record,
+            Some(PathBuf::from("/rec/web/uid/connection"))
+        );
         assert_eq!(defaults.limits(), Limits::default());
         assert!(!defaults.run_once && !defaults.view_only);
         assert_eq!(defaults.viewers, Viewers::Exclusive);

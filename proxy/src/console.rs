@@ -22,8 +22,9 @@ use tokio_tungstenite::tungstenite::{self, Message};
 
 use porthole_api::contract::UpstreamFailure;
 
-use crate::metrics::Metrics;
+use crate::metrics::{Direction, Metrics};
 use crate::pve;
+use crate::recording::{self, Recorder};
 use crate::rfb::vnc_auth::VncPassword;
 use crate::rfb::{Step, browser, upstream};
 
@@ -51,6 +52,10 @@ pub enum Error {
     BrowserLeft,
     #[error("the viewer did not finish the RFB handshake in time")]
     BrowserTimeout,
+    /// The session is recorded and its recording cannot be written: nothing
+    /// more is relayed.
+    #[error("{0}")]
+    Recording(#[from] recording::WriteError),
 }
 
 impl Error {
@@ -110,12 +115,15 @@ pub struct Opened {
 }
 
 /// Opens the console: the VNC server first, so a viewer never sees a console
-/// that cannot work, then the browser.
+/// that cannot work, then the browser. With a `recorder`, the browser's side
+/// of the handshake is recorded as it happens, so the recording is the RFB
+/// stream the viewer had (security type None: it replays without a password).
 pub async fn open<S>(
     ws: &mut WebSocketStream<S>,
     target: &Upstream,
     handshake_timeout: Duration,
     metrics: &Metrics,
+    recorder: Option<&Recorder>,
 ) -> Result<Opened, Error>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -126,14 +134,23 @@ where
             .await
             .inspect_err(|e| metrics.pve_failed(e.failure()))?,
     };
-    let pending = tokio::time::timeout(handshake_timeout, browser_handshake(ws))
+    let pending = tokio::time::timeout(handshake_timeout, browser_handshake(ws, recorder))
         .await
         .map_err(|_| Error::BrowserTimeout)??;
     // A server should wait for ClientInit, but pass on anything it sent early.
     if !leftover.is_empty() {
-        ws.send(Message::Binary(leftover.freeze())).await?;
+        let leftover = leftover.freeze();
+        ws.send(Message::Binary(leftover.clone())).await?;
+        record(recorder, Direction::Downstream, &leftover)?;
     }
     Ok(Opened { upstream, pending })
+}
+
+fn record(recorder: Option<&Recorder>, direction: Direction, data: &[u8]) -> Result<(), Error> {
+    match recorder {
+        Some(recorder) => Ok(recorder.frame(direction, data)?),
+        None => Ok(()),
+    }
 }
 
 async fn open_vnc(target: &Vnc) -> Result<(Box<dyn Io>, BytesMut), Error> {
@@ -256,19 +273,37 @@ where
     }
 }
 
-async fn browser_handshake<S>(ws: &mut WebSocketStream<S>) -> Result<BytesMut, Error>
+/// The browser's half of the handshake. What the browser sent is recorded as
+/// the handshake consumes it; what it reads past its handshake (ClientInit)
+/// is left to the relay, which records it when passing it on.
+async fn browser_handshake<S>(
+    ws: &mut WebSocketStream<S>,
+    recorder: Option<&Recorder>,
+) -> Result<BytesMut, Error>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    ws.send(Message::Binary(Bytes::from_static(
-        browser::Handshake::GREETING,
-    )))
-    .await?;
+    let greeting = Bytes::from_static(browser::Handshake::GREETING);
+    ws.send(Message::Binary(greeting.clone())).await?;
+    record(recorder, Direction::Downstream, &greeting)?;
     let mut handshake = browser::Handshake::default();
     let mut buf = BytesMut::new();
     loop {
-        match handshake.step(&mut buf)? {
-            Step::Send(bytes) => ws.send(Message::Binary(bytes.into())).await?,
+        let unread = recorder.map(|_| buf.clone());
+        let step = handshake.step(&mut buf)?;
+        // A step consumes a prefix of what the browser sent.
+        if let Some(unread) = unread {
+            let consumed = unread.len() - buf.len();
+            if consumed > 0 {
+                record(recorder, Direction::Upstream, &unread[..consumed])?;
+            }
+        }
+        match step {
+            Step::Send(bytes) => {
+                let bytes = Bytes::from(bytes);
+                ws.send(Message::Binary(bytes.clone())).await?;
+                record(recorder, Direction::Downstream, &bytes)?;
+            }
             Step::Done => return Ok(buf),
             Step::NeedMore => match ws.next().await.transpose()? {
                 Some(Message::Binary(data)) => buf.extend_from_slice(&data),

@@ -145,6 +145,11 @@ mod tests {
         let failed = EndReason::upstream_failed(UpstreamFailure::Protocol, "").to_string();
         let prefix = failed.split(':').next().unwrap_or_default();
         assert!(script.contains(&format!("\"{prefix}:\"")));
+        let unrecorded = EndReason::recording_failed("").to_string();
+        assert!(
+            script.contains(&format!("\"{unrecorded}\"")),
+            "{unrecorded}"
+        );
         // Each kind of upstream failure has words of its own.
         for failure in UpstreamFailure::ALL {
             assert!(

@@ -22,6 +22,12 @@
 //!   still reads up to its last whole line.
 //!
 //! Each connection gets its own file, `FILE.N`, N counting from 1.
+//!
+//! Standalone mode buffers, and warns when a recording cannot be written, as
+//! websockify does. Pod mode writes every chunk through as it is relayed
+//! ([`Recorder::write_through`]): a failing disk is noticed at once, and the
+//! relay stops (a recorded session never relays unrecorded); the file holds
+//! what the viewer was given even if the proxy is killed.
 
 use std::fmt::Write as _;
 use std::fs::File;
@@ -54,23 +60,70 @@ pub enum Error {
 #[derive(Debug)]
 pub struct Recorder {
     file: Mutex<BufWriter<File>>,
+    path: PathBuf,
     started: Instant,
+    write_through: bool,
+}
+
+/// Why a recording cannot be written.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write the recording {path}: {source}")]
+pub struct WriteError {
+    pub path: PathBuf,
+    pub source: io::Error,
 }
 
 impl Recorder {
-    /// Starts `BASE.ID`, as websockify names them.
-    pub fn create(base: &Path, id: u64) -> io::Result<Self> {
-        let mut name = base.as_os_str().to_owned();
-        name.push(format!(".{id}"));
-        let mut file = BufWriter::new(File::create(name)?);
-        file.write_all(HEADER.as_bytes())?;
+    /// Starts `BASE.ID`, as websockify names them, and writes its header
+    /// through: a file that cannot be written fails here, before anything
+    /// is relayed.
+    pub fn create(base: &Path, id: u64) -> Result<Self, WriteError> {
+        let path = Self::path(base, id);
+        let failed = |source| WriteError {
+            path: path.clone(),
+            source,
+        };
+        let mut file = BufWriter::new(File::create(&path).map_err(failed)?);
+        file.write_all(HEADER.as_bytes())
+            .and_then(|()| file.flush())
+            .map_err(failed)?;
         Ok(Self {
             file: Mutex::new(file),
+            path,
             started: Instant::now(),
+            write_through: false,
         })
     }
 
-    pub fn frame(&self, direction: Direction, data: &[u8]) {
+    /// Writes every chunk to the file as it is recorded, instead of buffering.
+    pub fn write_through(mut self) -> Self {
+        self.write_through = true;
+        self
+    }
+
+    /// `BASE.ID`.
+    pub fn path(base: &Path, id: u64) -> PathBuf {
+        let mut name = base.as_os_str().to_owned();
+        name.push(format!(".{id}"));
+        PathBuf::from(name)
+    }
+
+    /// Creates the directory `base` names its files in (and its parents),
+    /// readable by the proxy's user and group only: recordings show all that
+    /// a viewer saw and typed.
+    pub fn prepare_directory(base: &Path) -> io::Result<()> {
+        use std::os::unix::fs::DirBuilderExt;
+        match base.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+            Some(dir) => std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o750)
+                .create(dir),
+            None => Ok(()),
+        }
+    }
+
+    /// Records one relayed chunk.
+    pub fn frame(&self, direction: Direction, data: &[u8]) -> Result<(), WriteError> {
         let mark = match direction {
             Direction::Downstream => '{',
             Direction::Upstream => '}',
@@ -80,18 +133,30 @@ impl Recorder {
         escape(&mut line, data);
         line.push_str("',\n");
         let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(e) = file.write_all(line.as_bytes()) {
-            tracing::warn!(error = %e, "cannot record a frame");
-        }
+        file.write_all(line.as_bytes())
+            .and_then(|()| {
+                if self.write_through {
+                    file.flush()
+                } else {
+                    Ok(())
+                }
+            })
+            .map_err(|source| WriteError {
+                path: self.path.clone(),
+                source,
+            })
     }
 }
 
 impl Drop for Recorder {
     fn drop(&mut self) {
         let file = self.file.get_mut().unwrap_or_else(|e| e.into_inner());
-        let _ = file
+        if let Err(e) = file
             .write_all(FOOTER.as_bytes())
-            .and_then(|()| file.flush());
+            .and_then(|()| file.flush())
+        {
+            tracing::warn!(path = %self.path.display(), error = %e, "cannot finish the recording");
+        }
     }
 }
 
@@ -216,12 +281,22 @@ mod tests {
     fn what_is_written_reads_back() {
         let base = temp_file("roundtrip");
         let every_byte: Vec<u8> = (0..=255).collect();
-        {
-            let recorder = Recorder::create(&base, 1).unwrap();
-            recorder.frame(Direction::Downstream, b"RFB 003.008\n");
-            recorder.frame(Direction::Upstream, &every_byte);
-        }
         let path = PathBuf::from(format!("{}.1", base.display()));
+        {
+            let recorder = Recorder::create(&base, 1).unwrap().write_through();
+            recorder
+                .frame(Direction::Downstream, b"RFB 003.008\n")
+                .unwrap();
+            // Written through: on disk before the recording ends.
+            let so_far = std::fs::read_to_string(&path).unwrap();
+            assert!(so_far.ends_with("RFB 003.008\\x0a',\n"), "{so_far}");
+            recorder.frame(Direction::Upstream, &every_byte).unwrap();
+        }
+        assert!(
+            std::fs::read_to_string(&path)
+                .unwrap()
+                .ends_with("'EOF'];\n")
+        );
         let frames = read(&path).unwrap();
         std::fs::remove_file(&path).unwrap();
         assert_eq!(frames.len(), 2);
@@ -230,6 +305,43 @@ mod tests {
         assert_eq!(frames[1].direction, Direction::Upstream);
         assert_eq!(frames[1].data, every_byte);
         assert!(frames[0].at <= frames[1].at);
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_written_fails_at_creation_and_names_itself() {
+        // A full disk, as a device: opening works, writing does not.
+        let dir = temp_file("full");
+        std::fs::create_dir_all(&dir).unwrap();
+        let base = dir.join("connection");
+        std::os::unix::fs::symlink("/dev/full", Recorder::path(&base, 1)).unwrap();
+        let error = Recorder::create(&base, 1).unwrap_err();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(error.source.raw_os_error(), Some(28), "{error}");
+        assert!(
+            error.to_string().contains("connection.1"),
+            "the error says which file: {error}"
+        );
+    }
+
+    #[test]
+    fn the_directory_is_prepared_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = temp_file("prepare");
+        let base = root.join("web/uid-1/connection");
+        Recorder::prepare_directory(&base).unwrap();
+        Recorder::prepare_directory(&base).unwrap(); // again: already there is fine
+        let mode = std::fs::metadata(root.join("web/uid-1"))
+            .unwrap()
+            .permissions()
+            .mode();
+        std::fs::remove_dir_all(&root).unwrap();
+        assert_eq!(mode & 0o007, 0, "others may not read recordings: {mode:o}");
+        // A path under a file cannot become a directory.
+        let file = temp_file("prepare-file");
+        std::fs::write(&file, "").unwrap();
+        let error = Recorder::prepare_directory(&file.join("web/connection"));
+        std::fs::remove_file(&file).unwrap();
+        assert!(error.is_err());
     }
 
     #[test]

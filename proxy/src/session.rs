@@ -8,6 +8,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,6 +37,7 @@ use crate::config::{SessionConfig, Upstream};
 use crate::http::{self as web, Body, Socket, close_frame};
 use crate::lifetime::{Activity, Limits, Verdict};
 use crate::metrics::{self, AuthFailure, Direction, Metrics, ReasonLabels};
+use crate::recording::{self, Recorder};
 use crate::relay::{self, End, Observer};
 use crate::rfb::client_messages::{self, Input, Parser};
 use crate::viewers::{self, ViewerLog};
@@ -59,11 +61,25 @@ pub enum Error {
 }
 
 /// Serves the session until it ends, writes the termination message, and returns
-/// the end reason. `shutdown` resolving (SIGTERM) ends it as `completed`.
+/// the end reason. `shutdown` resolving (SIGTERM) ends it as `completed`. A
+/// recorded session whose recording directory cannot be created ends at once,
+/// as `recording-failed`, before anyone can connect.
 pub async fn run(
     config: SessionConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<EndReason, Error> {
+    if let Some(base) = &config.args.record
+        && let Err(e) = Recorder::prepare_directory(base)
+    {
+        let dir = base.parent().unwrap_or(base);
+        let reason = EndReason::recording_failed(format!(
+            "cannot create the recording directory {}: {e}",
+            dir.display()
+        ));
+        tracing::error!(reason = %reason, "the session is recorded, and its recordings cannot be written");
+        termination::write(&config.args.termination_message_path, &reason);
+        return Ok(reason);
+    }
     let listener = TcpListener::bind(config.args.listen)
         .await
         .map_err(|source| Error::Bind {
@@ -93,6 +109,8 @@ pub struct Session {
     end: Mutex<Option<EndReason>>,
     stop: CancellationToken,
     tasks: TaskTracker,
+    /// The number of the next viewer connection's recording (`FILE.N`).
+    next_recording: AtomicU64,
 }
 
 impl Session {
@@ -129,6 +147,7 @@ impl Session {
             end: Mutex::new(None),
             stop: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            next_recording: AtomicU64::new(1),
             config,
         })
     }
@@ -451,6 +470,17 @@ impl Session {
                 };
                 (end.label(), frame)
             }
+            Err(console::Error::Recording(e)) => {
+                tracing::error!(error = %e, "the session is recorded, and its recording cannot be written: not relaying");
+                // The page gets the cause (a close reason holds 123 bytes);
+                // the session's status gets the path too.
+                let frame = close_frame(
+                    CloseCode::Error,
+                    &EndReason::recording_failed(e.source.to_string()).to_string(),
+                );
+                self.end(EndReason::recording_failed(e.to_string()));
+                ("recording-failed", frame)
+            }
             Err(e) if e.is_upstream() => {
                 tracing::error!(error = %e, "cannot open the console");
                 let reason = EndReason::upstream_failed(e.failure(), e.to_string());
@@ -473,13 +503,25 @@ impl Session {
     }
 
     /// Opens the console and relays it until either side or the session ends.
+    /// A recorded session starts the connection's recording first: a viewer
+    /// whose connection cannot be recorded never reaches the VM.
     async fn relay(&self, ws: &mut Socket) -> Result<End, console::Error> {
+        let recorder = match &self.config.args.record {
+            Some(base) => {
+                let id = self.next_recording.fetch_add(1, Ordering::Relaxed);
+                let recorder = Recorder::create(base, id)?.write_through();
+                tracing::info!(recording = %Recorder::path(base, id).display(), "recording the connection");
+                Some(recorder)
+            }
+            None => None,
+        };
         let opened = tokio::select! {
             opened = console::open(
                 ws,
                 &self.upstream,
                 self.config.args.handshake_timeout,
                 &self.metrics,
+                recorder.as_ref(),
             ) => opened?,
             () = self.stop.cancelled() => return Ok(End::Stopped),
         };
@@ -487,20 +529,62 @@ impl Session {
             self.config.args.view_only,
             client_messages::DEFAULT_MAX_CUT_TEXT,
         );
+        // A recording that fails stops this relay (and then the session).
+        let stop = self.stop.child_token();
+        let observer = Watching {
+            session: self,
+            recorder: recorder.as_ref(),
+            failed: Mutex::new(None),
+            stop: &stop,
+        };
         let end = relay::relay(
             ws,
             opened.upstream,
             opened.pending,
             Some(parser),
-            self,
-            &self.stop,
+            &observer,
+            &stop,
         )
         .await;
+        if let Some(error) = observer
+            .failed
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner())
+        {
+            return Err(error.into());
+        }
         // The hypervisor closing (or resetting) the console ends the session.
         if matches!(end, End::UpstreamClosed | End::Upstream(_)) {
             self.end(EndReason::UpstreamClosed);
         }
         Ok(end)
+    }
+}
+
+/// One viewer's relay, as the session observes it: the session's metrics and
+/// idle clock, and the connection's recording when the session is recorded.
+struct Watching<'a> {
+    session: &'a Session,
+    recorder: Option<&'a Recorder>,
+    /// The first recording failure; it stops the relay.
+    failed: Mutex<Option<recording::WriteError>>,
+    stop: &'a CancellationToken,
+}
+
+impl Observer for Watching<'_> {
+    fn relayed(&self, direction: Direction, data: &[u8]) {
+        self.session.relayed(direction.clone(), data);
+        if let Some(recorder) = self.recorder
+            && let Err(error) = recorder.frame(direction, data)
+        {
+            let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+            failed.get_or_insert(error);
+            self.stop.cancel();
+        }
+    }
+
+    fn input(&self, input: Input) {
+        self.session.input(input);
     }
 }
 

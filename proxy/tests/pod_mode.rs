@@ -694,3 +694,145 @@ async fn invalid_settings_are_a_startup_error_naming_the_variable() {
         assert!(stderr.contains(var), "{var}={value}: {stderr}");
     }
 }
+
+/// A recorded session: one file per viewer connection, the whole RFB stream
+/// the viewer had (the proxy's handshake with it included, security type
+/// None), written through as it goes and finished when the viewer leaves.
+#[tokio::test]
+async fn each_viewer_connection_is_recorded_from_its_handshake() {
+    use porthole_proxy::metrics::Direction;
+    use porthole_proxy::recording;
+
+    let mut qemu = Qemu::start(true).await;
+    qemu.set_vnc_password("s3cret").await;
+    let dir = support::TempDir::new("recorded");
+    let base = dir.path().join("web/0f1e2d3c-uid/connection");
+    let base_text = base.to_str().unwrap().to_string();
+    let proxy = Proxy::start(ProxyOptions {
+        vnc_password: Some("s3cret"),
+        env: &[(env::RECORD, &base_text), (env::VIEWERS, VIEWERS_SHARED)],
+        ..options(qemu.vnc.to_string())
+    })
+    .await;
+    let first = recording::Recorder::path(&base, 1);
+    assert!(!first.exists(), "nothing is recorded before a viewer comes");
+
+    let mut rfb = viewer(&proxy).await;
+    rfb.wait_for_pixels().await;
+    let key = [4, 1, 0, 0, 0, 0, 0, 0x61];
+    rfb.send(&key).await;
+    // An update answered means the key before it was relayed.
+    rfb.request_update().await;
+    rfb.read_update().await;
+    let written = std::fs::read_to_string(&first).unwrap();
+    assert!(written.starts_with("var VNC_frame_data = [\n"), "{written}");
+    assert!(!written.contains("'EOF'"), "still being written");
+
+    let mut second = viewer(&proxy).await;
+    second.wait_for_pixels().await;
+    drop(second.ws);
+    rfb.ws.close(None).await.unwrap();
+    let text = eventually("both recordings to be finished", || async {
+        let one = std::fs::read_to_string(&first).ok()?;
+        let two = std::fs::read_to_string(recording::Recorder::path(&base, 2)).ok()?;
+        (one.ends_with("'EOF'];\n") && two.ends_with("'EOF'];\n")).then_some(one)
+    })
+    .await;
+
+    let frames = recording::read(&first).unwrap();
+    let stream = |direction: Direction| -> Vec<u8> {
+        frames
+            .iter()
+            .filter(|f| f.direction == direction)
+            .flat_map(|f| f.data.clone())
+            .collect()
+    };
+    let (down, up) = (stream(Direction::Downstream), stream(Direction::Upstream));
+    // What the viewer was given, in order, is exactly what it received.
+    assert!(
+        down.starts_with(&rfb.received),
+        "the recording holds what the viewer saw, in order"
+    );
+    assert!(down.starts_with(b"RFB 003.008\n\x01\x01\x00\x00\x00\x00"));
+    assert!(
+        up.starts_with(b"RFB 003.008\n\x01\x01"),
+        "version, None, ClientInit"
+    );
+    assert!(contains(&up, &key), "the key press is recorded");
+    assert!(text.contains(r"'}"), "viewer-to-VM frames are marked }}");
+    // The viewer's side only: no token, and none of the VM's VNC
+    // authentication (its challenge would start right after a type-2 choice).
+    assert!(!text.contains(TOKEN) && !text.contains("s3cret"));
+    assert!(
+        !contains(&up[..14], &[2]),
+        "the viewer never chose VNC authentication"
+    );
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(first.parent().unwrap())
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o007, 0, "the directory is private: {mode:o}");
+}
+
+/// A recording that cannot be written is a session that cannot work: the
+/// viewer is told why, the VM is never dialled, and the session ends as
+/// `recording-failed`.
+#[tokio::test]
+async fn an_unwritable_recording_refuses_the_viewer_before_the_vm_is_dialled() {
+    let upstream = CountingListener::start().await;
+    let dir = support::TempDir::new("unrecordable");
+    let base = dir.path().join("connection");
+    // A full disk: the file opens, nothing can be written to it.
+    std::os::unix::fs::symlink("/dev/full", dir.path().join("connection.1")).unwrap();
+    let base_text = base.to_str().unwrap().to_string();
+    let mut proxy = Proxy::start(ProxyOptions {
+        env: &[(env::RECORD, &base_text)],
+        ..options(upstream.addr.to_string())
+    })
+    .await;
+
+    let (ws, _) = proxy
+        .websocket(Some(&proxy.good_protocols()))
+        .await
+        .unwrap();
+    let reason = RfbClient::new(ws).closed().await;
+    assert!(
+        reason.starts_with("recording-failed: No space left on device"),
+        "{reason}"
+    );
+    let (code, logs) = proxy.exited().await;
+    assert_eq!(code, Some(1), "{logs}");
+    let message = proxy.termination_message().expect("a termination message");
+    assert!(
+        message.starts_with("recording-failed: cannot write the recording ")
+            && message.contains("connection.1"),
+        "{message}"
+    );
+    assert_eq!(upstream.count(), 0, "the VM was never dialled");
+}
+
+/// A recording directory that cannot be created ends the session at start,
+/// before anyone can connect.
+#[tokio::test]
+async fn a_recording_directory_that_cannot_be_made_ends_the_session_at_once() {
+    let upstream = CountingListener::start().await;
+    let dir = support::TempDir::new("no-recording-dir");
+    let file = dir.path().join("not-a-directory");
+    std::fs::write(&file, "").unwrap();
+    let base = file.join("web/uid/connection");
+    let base_text = base.to_str().unwrap().to_string();
+    let mut proxy = Proxy::spawn(ProxyOptions {
+        env: &[(env::RECORD, &base_text)],
+        ..options(upstream.addr.to_string())
+    });
+    let (code, logs) = proxy.exited().await;
+    assert_eq!(code, Some(1), "{logs}");
+    let message = proxy.termination_message().expect("a termination message");
+    assert!(
+        message.starts_with("recording-failed: cannot create the recording directory ")
+            && message.contains("not-a-directory/web/uid"),
+        "{message}"
+    );
+    assert_eq!(upstream.count(), 0);
+}

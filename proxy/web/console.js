@@ -61,6 +61,13 @@ function explain(reason) {
     if (kind in failures) return detail ? `${failures[kind]} (${detail})` : failures[kind];
     return `The VM's console could not be reached: ${rest}`;
   }
+  const unrecorded = "recording-failed";
+  if (reason.startsWith(unrecorded)) {
+    // "recording-failed: DETAIL": the session must be recorded, and cannot be.
+    const detail = reason.slice(unrecorded.length).replace(/^:/, "").trim();
+    const text = "This session is recorded, and the recording could not be written, so the console was not shown.";
+    return detail ? `${text} (${detail})` : text;
+  }
   return reason;
 }
 

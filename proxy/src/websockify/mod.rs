@@ -635,7 +635,10 @@ impl Websockify {
                         .inspect_err(|e| tracing::warn!(error = %e, "cannot record"))
                         .ok()
                 });
-                let observer = Recording(recorder);
+                let observer = Recording {
+                    recorder,
+                    warned: AtomicBool::new(false),
+                };
                 let end = relay::relay(
                     &mut ws,
                     upstream,
@@ -687,12 +690,20 @@ impl Drop for Active {
     }
 }
 
-struct Recording(Option<Recorder>);
+/// `--record`, as websockify does it: buffered, and a recording that cannot
+/// be written is warned about (once per connection) while the relay goes on.
+struct Recording {
+    recorder: Option<Recorder>,
+    warned: AtomicBool,
+}
 
 impl Observer for Recording {
     fn relayed(&self, direction: Direction, data: &[u8]) {
-        if let Some(recorder) = &self.0 {
-            recorder.frame(direction, data);
+        if let Some(recorder) = &self.recorder
+            && let Err(e) = recorder.frame(direction, data)
+            && !self.warned.swap(true, Ordering::Relaxed)
+        {
+            tracing::warn!(error = %e, "cannot record");
         }
     }
 }

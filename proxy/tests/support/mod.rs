@@ -247,7 +247,20 @@ pub struct ProxyOptions<'a> {
 }
 
 impl Proxy {
+    /// Starts the proxy and waits until it is ready.
     pub async fn start(options: ProxyOptions<'_>) -> Self {
+        let proxy = Self::spawn(options);
+        let addr = proxy.addr;
+        eventually("the proxy to be ready", || async {
+            let (status, _) = http_get(addr, "/readyz").await.ok()?;
+            (status == 200).then_some(())
+        })
+        .await;
+        proxy
+    }
+
+    /// Starts the proxy without waiting for it (it may end at once).
+    pub fn spawn(options: ProxyOptions<'_>) -> Self {
         let dir = TempDir::new("proxy");
         let session_dir = dir.path().join("session");
         std::fs::create_dir_all(&session_dir).unwrap();
@@ -276,18 +289,12 @@ impl Proxy {
             .kill_on_drop(true)
             .spawn()
             .expect("the proxy binary runs");
-        let proxy = Self {
+        Self {
             child,
             addr,
             token: options.token.to_string(),
             dir,
-        };
-        eventually("the proxy to be ready", || async {
-            let (status, _) = http_get(addr, "/readyz").await.ok()?;
-            (status == 200).then_some(())
-        })
-        .await;
-        proxy
+        }
     }
 
     pub fn termination_message(&self) -> Option<String> {

@@ -394,6 +394,7 @@ impl PodWorker {
             },
             objects: &self.ctx.cache,
             tokens: &self.ctx.tokens,
+            client: &self.ctx.client,
         };
         match self.volumes.sync(&inputs).await {
             Ok(refresh) => {

@@ -5,7 +5,10 @@
 //! [`atomic_writer`] and mounted read-only, as kubelet mounts them; they are
 //! rewritten whenever [`PodVolumes::sync`] runs (the pod worker calls it when
 //! a watched object changes and before a token is due for refresh).
+//! `hostPath` volumes, and [`claims`] bound to `hostPath` PersistentVolumes,
+//! are host directories mounted as they are.
 pub mod atomic_writer;
+pub mod claims;
 pub mod projection;
 pub mod token;
 
@@ -39,6 +42,8 @@ pub enum VolumeError {
     Token { volume: String, source: kube::Error },
     #[error("volume {volume:?}: this volume type is not supported by the test node agent")]
     Unsupported { volume: String },
+    #[error("volume {volume:?}: {why}")]
+    Claim { volume: String, why: String },
     #[error("volume mount {volume:?} of container {container:?}: {why}")]
     Mount {
         container: String,
@@ -53,6 +58,8 @@ pub struct VolumeInputs<'a> {
     pub addresses: Addresses<'a>,
     pub objects: &'a dyn ObjectLookup,
     pub tokens: &'a TokenManager,
+    /// Reads PersistentVolumeClaims and their PersistentVolumes.
+    pub client: &'a kube::Client,
 }
 
 /// How a materialised volume is mounted.
@@ -96,6 +103,12 @@ impl PodVolumes {
             .iter()
             .flat_map(|s| s.volumes.iter().flatten());
         for volume in volumes {
+            // A claim stays bound to its volume: resolved once.
+            if volume.persistent_volume_claim.is_some()
+                && self.materialised.contains_key(&volume.name)
+            {
+                continue;
+            }
             let (materialised, refresh) = self.materialise(volume, inputs).await?;
             if let Some(refresh) = refresh {
                 next_refresh = Some(next_refresh.map_or(refresh, |t| t.min(refresh)));
@@ -189,9 +202,8 @@ impl PodVolumes {
             };
             return Ok((materialised, None));
         }
-        if let Some(host_path) = &volume.host_path {
-            let path = PathBuf::from(&host_path.path);
-            match host_path.type_.as_deref() {
+        let host_directory = |path: PathBuf, type_: Option<&str>, read_only: bool| {
+            match type_ {
                 Some("DirectoryOrCreate") => fs::create_dir_all(&path).map_err(io_error)?,
                 Some("FileOrCreate") if !path.exists() => {
                     fs::write(&path, b"").map_err(io_error)?;
@@ -200,10 +212,23 @@ impl PodVolumes {
             }
             let materialised = Materialised {
                 path,
-                always_read_only: false,
+                always_read_only: read_only,
                 creates_sub_paths: false,
             };
-            return Ok((materialised, None));
+            Ok((materialised, None))
+        };
+        if let Some(host_path) = &volume.host_path {
+            let path = PathBuf::from(&host_path.path);
+            return host_directory(path, host_path.type_.as_deref(), false);
+        }
+        if let Some(claim) = &volume.persistent_volume_claim {
+            let (path, type_) = claims::host_path(inputs.client, namespace, &claim.claim_name)
+                .await
+                .map_err(|why| VolumeError::Claim {
+                    volume: name.clone(),
+                    why,
+                })?;
+            return host_directory(path, type_.as_deref(), claim.read_only.unwrap_or(false));
         }
 
         let mut payload = Payload::new();
