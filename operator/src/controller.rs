@@ -16,6 +16,7 @@ use porthole_api::v1alpha1::{ConsoleSession, Hypervisor};
 use tracing::{info, warn};
 
 use crate::context::Context;
+use crate::naming::label_value;
 use crate::reconcile::{error_policy, reconcile};
 
 /// Runs the controller until a shutdown signal arrives.
@@ -29,6 +30,7 @@ pub async fn run_controller(client: Client, ctx: Arc<Context>) {
     let controller = Controller::new(sessions, watcher::Config::default());
     let store = controller.store();
     ctx.metrics.count_sessions_from(store.clone());
+    let sessions = store.clone();
     // A viewer coming or going brings its session back at once.
     let viewer_triggers = ctx
         .viewer_triggers
@@ -41,16 +43,25 @@ pub async fn run_controller(client: Client, ctx: Arc<Context>) {
         .owns(Api::<Pod>::all(client.clone()), owned.clone())
         .owns(Api::<Service>::all(client.clone()), owned)
         .watches(
-            // EndpointSlices carry their Service's labels, so the session's name.
+            // EndpointSlices carry their Service's labels, so the session's
+            // label value: its name, shortened when long (naming::label_value).
             Api::<EndpointSlice>::all(client.clone()),
             watcher::Config::default().labels(&format!(
                 "{}={}",
                 labels::MANAGED_BY,
                 labels::OPERATOR_NAME
             )),
-            |slice| {
-                let session = slice.labels().get(labels::SESSION)?.clone();
-                Some(ObjectRef::<ConsoleSession>::new(&session).within(&slice.namespace()?))
+            move |slice| {
+                let value = slice.labels().get(labels::SESSION)?;
+                let namespace = slice.namespace()?;
+                sessions
+                    .state()
+                    .into_iter()
+                    .find(|s| {
+                        s.namespace().as_deref() == Some(namespace.as_str())
+                            && label_value(&s.name_any()) == *value
+                    })
+                    .map(|s| ObjectRef::from_obj(&*s))
             },
         )
         .watches(

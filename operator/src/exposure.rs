@@ -46,9 +46,10 @@ impl std::str::FromStr for BaseUrl {
         if authority.as_str().contains('@') || authority.host().is_empty() {
             return Err(not_absolute());
         }
-        // `http` takes anything after the colon as the port text; one that
-        // is no number would end up in every console URL.
-        if authority.port().is_none() && authority.as_str() != authority.host() {
+        // `http` is lenient: it takes anything after the colon as the port
+        // text, skips what stands between a `]` and that colon, and takes
+        // any text in brackets; all of it would end up in every console URL.
+        if !is_host_and_port(authority) {
             return Err(not_absolute());
         }
         Ok(BaseUrl {
@@ -58,6 +59,24 @@ impl std::str::FromStr for BaseUrl {
             path: uri.path().trim_end_matches('/').to_string(),
         })
     }
+}
+
+/// Whether `authority` is exactly `HOST` or `HOST:PORT` with a numeric
+/// port, where a bracketed host is an IPv6 address.
+fn is_host_and_port(authority: &http::uri::Authority) -> bool {
+    let host = authority.host();
+    let port_ok = match (authority.as_str().strip_prefix(host), authority.port()) {
+        (Some(rest), Some(port)) => rest.strip_prefix(':') == Some(port.as_str()),
+        (Some(rest), None) => rest.is_empty(),
+        (None, _) => false,
+    };
+    let brackets_ok = match host.strip_prefix('[') {
+        Some(inner) => inner
+            .strip_suffix(']')
+            .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok()),
+        None => !host.contains(['[', ']']),
+    };
+    port_ok && brackets_ok
 }
 
 /// A resolved `spec.expose`.
@@ -278,13 +297,17 @@ mod tests {
     }
 
     /// Found by fuzzing (fuzz/fuzz_targets/addresses.rs): a port that is no
-    /// number went into every console URL.
+    /// number, text between `]` and the port, or a name in brackets went
+    /// into every console URL.
     #[test]
     fn base_url_ports_are_numbers() {
         for bad in [
             "https://[fd00::1]:8006.",
             "https://consoles.example.com:84a3/",
             "http://x:",
+            "https://[U]8:006/",
+            "https://[fd00::1]8:443",
+            "https://[consoles.example.com]/",
         ] {
             assert!(bad.parse::<BaseUrl>().is_err(), "{bad}");
         }

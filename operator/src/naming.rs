@@ -20,6 +20,19 @@ pub fn child_name(session: &str) -> String {
     format!("{PREFIX}{}-{hash:08x}", keep.trim_end_matches('-'))
 }
 
+/// The value of the session label (`labels::SESSION`) on what a session owns:
+/// its name, or for names longer than a label value may be (63 characters) a
+/// prefix and a hash. Session names are DNS subdomains, so a short one is
+/// already a valid label value.
+pub fn label_value(session: &str) -> String {
+    const MAX: usize = 63;
+    if session.len() <= MAX {
+        return session.to_string();
+    }
+    let keep = session[..MAX - 9].trim_end_matches(['-', '.']);
+    format!("{keep}-{:08x}", fnv1a(session))
+}
+
 /// A stable 32-bit hash (FNV-1a): stable across releases, unlike `DefaultHasher`.
 fn fnv1a(text: &str) -> u32 {
     text.bytes().fold(0x811c_9dc5_u32, |hash, byte| {
@@ -52,6 +65,16 @@ mod tests {
             );
             assert!(!name.ends_with('-'));
         }
+    }
+
+    #[test]
+    fn label_values_are_the_name_or_a_valid_shortening() {
+        assert_eq!(label_value("web-01"), "web-01");
+        let long = format!("{}.{}", "a".repeat(200), "b".repeat(52));
+        let value = label_value(&long);
+        assert!(value.len() <= 63, "{value}");
+        assert!(value.starts_with("aaaa") && value.chars().last().unwrap().is_ascii_alphanumeric());
+        assert_ne!(value, label_value(&format!("{}c", &long[..252])));
     }
 
     #[test]

@@ -24,6 +24,7 @@ use porthole_api::contract::{self, env, labels, secret_keys};
 use porthole_api::v1alpha1::ViewerPolicy;
 
 use crate::exposure::Exposure;
+use crate::naming::label_value;
 use crate::target::Target;
 
 /// Everything the builders need, resolved and validated by the reconciler.
@@ -82,7 +83,7 @@ impl SessionPlan {
                 labels::MANAGED_BY.to_string(),
                 labels::OPERATOR_NAME.to_string(),
             ),
-            (labels::SESSION.to_string(), self.session_name.clone()),
+            (labels::SESSION.to_string(), label_value(&self.session_name)),
         ])
     }
 
@@ -273,7 +274,7 @@ impl SessionPlan {
                 type_: Some(self.exposure.service_type().to_string()),
                 selector: Some(BTreeMap::from([(
                     labels::SESSION.to_string(),
-                    self.session_name.clone(),
+                    label_value(&self.session_name),
                 )])),
                 ports: Some(vec![ServicePort {
                     name: Some("http".to_string()),
@@ -379,7 +380,7 @@ impl SessionPlan {
                 pod_selector: Some(LabelSelector {
                     match_labels: Some(BTreeMap::from([(
                         labels::SESSION.to_string(),
-                        self.session_name.clone(),
+                        label_value(&self.session_name),
                     )])),
                     ..LabelSelector::default()
                 }),
