@@ -120,10 +120,14 @@ impl FromStr for ApiUrl {
             .authority()
             .filter(|a| !a.host().is_empty() && !a.as_str().contains('@'))
             .ok_or_else(|| format!("{SHAPE}, not {text:?}"))?;
-        // `http` takes anything after the colon as the port text; one that
-        // is no number would otherwise silently become 443.
-        if authority.port().is_none() && authority.as_str() != authority.host() {
-            return Err(format!("{SHAPE}, with a numeric port, not {text:?}"));
+        // `http` is lenient: it takes anything after the colon as the port
+        // text (one that is no number would silently become 443), skips
+        // what stands between a `]` and that colon, and takes any text in
+        // brackets.
+        if !is_host_and_port(authority) {
+            return Err(format!(
+                "{SHAPE}, with a numeric port and only an IPv6 address in brackets, not {text:?}"
+            ));
         }
         if uri.query().is_some() {
             return Err(format!("{SHAPE}, without a query, not {text:?}"));
@@ -143,6 +147,24 @@ impl FromStr for ApiUrl {
             server_name,
         })
     }
+}
+
+/// Whether `authority` is exactly `HOST` or `HOST:PORT` with a numeric
+/// port, where a bracketed host is an IPv6 address.
+fn is_host_and_port(authority: &http::uri::Authority) -> bool {
+    let host = authority.host();
+    let port_ok = match (authority.as_str().strip_prefix(host), authority.port()) {
+        (Some(rest), Some(port)) => rest.strip_prefix(':') == Some(port.as_str()),
+        (Some(rest), None) => rest.is_empty(),
+        (None, _) => false,
+    };
+    let brackets_ok = match host.strip_prefix('[') {
+        Some(inner) => inner
+            .strip_suffix(']')
+            .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok()),
+        None => !host.contains(['[', ']']),
+    };
+    port_ok && brackets_ok
 }
 
 impl fmt::Display for ApiUrl {
@@ -661,7 +683,8 @@ mod tests {
     }
 
     /// Found by fuzzing (fuzz/fuzz_targets/addresses.rs): a port that is no
-    /// number was dropped, and the proxy dialled 443.
+    /// number was dropped, and the proxy dialled 443; text between `]` and
+    /// the port was skipped, and brackets held any host.
     #[test]
     fn api_url_ports_are_numbers() {
         for bad in [
@@ -669,11 +692,16 @@ mod tests {
             "https://pve.example:80O6/",
             "https://pve:",
             "https://[::1]:x",
+            "https://[U]8:006/",
+            "https://[::1]8:443",
+            "https://[pve.example]:8006",
         ] {
             assert!(bad.parse::<ApiUrl>().is_err(), "{bad}");
         }
         let url: ApiUrl = "https://pve.example:006006".parse().unwrap();
         assert_eq!(url.port, 6006);
+        let url: ApiUrl = "https://[fd00::1]:8006/".parse().unwrap();
+        assert_eq!((url.host.as_str(), url.port), ("fd00::1", 8006));
     }
 
     #[test]
