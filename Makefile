@@ -105,8 +105,16 @@ demo-check: ## Run `make demo` on a fresh cluster, open its URL in Chromium, che
 	cargo build -q -p porthole-e2e --bin demo-check
 	$(CARGO_TARGET_DIR)/debug/demo-check
 
+.PHONY: fuzz
+fuzz: ## Every cargo-fuzz target for FUZZ_SECONDS (default 20) each; a crash fails.
+	fuzz/run.sh
+
+.PHONY: reliability
+reliability: ## Write docs/reliability.md from the last fuzz and e2e run's figures.
+	e2e/scripts/reliability-report.py
+
 .PHONY: test
-test: deps lint check-crds chart-lint unit e2e demo-check ## Everything CI runs.
+test: deps lint check-crds chart-lint unit fuzz e2e demo-check reliability ## Everything CI runs.
 
 .PHONY: demo
 demo: deps images cluster-up install ## Start the local stack and print a console URL.
