@@ -43,6 +43,27 @@ pub fn claim_name_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema 
     })
 }
 
+/// Whether a URL's authority is exactly `HOST` or `HOST:PORT` with a numeric
+/// port, a bracketed host being an IPv6 address. The `http` crate is lenient:
+/// it ignores text between `]` and the port colon and takes any text after the
+/// colon as the port (found by fuzzing), so the operator's base URL and the
+/// proxy's Proxmox API URL both check with this.
+pub fn is_host_and_port(authority: &http::uri::Authority) -> bool {
+    let host = authority.host();
+    let port_ok = match (authority.as_str().strip_prefix(host), authority.port()) {
+        (Some(rest), Some(port)) => rest.strip_prefix(':') == Some(port.as_str()),
+        (Some(rest), None) => rest.is_empty(),
+        (None, _) => false,
+    };
+    let brackets_ok = match host.strip_prefix('[') {
+        Some(inner) => inner
+            .strip_suffix(']')
+            .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok()),
+        None => !host.contains(['[', ']']),
+    };
+    port_ok && brackets_ok
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

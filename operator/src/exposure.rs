@@ -49,7 +49,7 @@ impl std::str::FromStr for BaseUrl {
         // `http` is lenient: it takes anything after the colon as the port
         // text, skips what stands between a `]` and that colon, and takes
         // any text in brackets; all of it would end up in every console URL.
-        if !is_host_and_port(authority) {
+        if !porthole_api::names::is_host_and_port(authority) {
             return Err(not_absolute());
         }
         Ok(BaseUrl {
@@ -59,24 +59,6 @@ impl std::str::FromStr for BaseUrl {
             path: uri.path().trim_end_matches('/').to_string(),
         })
     }
-}
-
-/// Whether `authority` is exactly `HOST` or `HOST:PORT` with a numeric
-/// port, where a bracketed host is an IPv6 address.
-fn is_host_and_port(authority: &http::uri::Authority) -> bool {
-    let host = authority.host();
-    let port_ok = match (authority.as_str().strip_prefix(host), authority.port()) {
-        (Some(rest), Some(port)) => rest.strip_prefix(':') == Some(port.as_str()),
-        (Some(rest), None) => rest.is_empty(),
-        (None, _) => false,
-    };
-    let brackets_ok = match host.strip_prefix('[') {
-        Some(inner) => inner
-            .strip_suffix(']')
-            .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok()),
-        None => !host.contains(['[', ']']),
-    };
-    port_ok && brackets_ok
 }
 
 /// A resolved `spec.expose`.

@@ -124,7 +124,7 @@ impl FromStr for ApiUrl {
         // text (one that is no number would silently become 443), skips
         // what stands between a `]` and that colon, and takes any text in
         // brackets.
-        if !is_host_and_port(authority) {
+        if !porthole_api::names::is_host_and_port(authority) {
             return Err(format!(
                 "{SHAPE}, with a numeric port and only an IPv6 address in brackets, not {text:?}"
             ));
@@ -147,24 +147,6 @@ impl FromStr for ApiUrl {
             server_name,
         })
     }
-}
-
-/// Whether `authority` is exactly `HOST` or `HOST:PORT` with a numeric
-/// port, where a bracketed host is an IPv6 address.
-fn is_host_and_port(authority: &http::uri::Authority) -> bool {
-    let host = authority.host();
-    let port_ok = match (authority.as_str().strip_prefix(host), authority.port()) {
-        (Some(rest), Some(port)) => rest.strip_prefix(':') == Some(port.as_str()),
-        (Some(rest), None) => rest.is_empty(),
-        (None, _) => false,
-    };
-    let brackets_ok = match host.strip_prefix('[') {
-        Some(inner) => inner
-            .strip_suffix(']')
-            .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok()),
-        None => !host.contains(['[', ']']),
-    };
-    port_ok && brackets_ok
 }
 
 impl fmt::Display for ApiUrl {
