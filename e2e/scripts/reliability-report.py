@@ -117,7 +117,9 @@ def main():
         lines.append(
             f"{secrets['secrets_known']:,} secret values (every Secret value the cluster held "
             "during the e2e run, and every credential the Proxmox simulators issued), searched "
-            f"for as written and base64-encoded in {secrets['log_files']:,} log files, "
+            f"for as written and base64-encoded in {secrets['log_files']:,} log files (the "
+            "components', every archived container's, and every Event and ConsoleSession "
+            "status recorded as it happened during the run), "
             f"{secrets['container_logs']:,} container logs and {secrets['api_objects']:,} "
             f"Events and statuses ({secrets['bytes_scanned']:,} bytes): found in "
             f"{secrets['places_with_secrets']} places.")

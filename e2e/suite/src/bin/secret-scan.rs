@@ -6,7 +6,10 @@
 //! `e2e/scripts/e2e.sh`): it watches every Secret in the cluster and remembers
 //! each secret value it sees, in `.e2e/secrets/cluster.txt`, as it sees it (session
 //! Secrets live only as long as their session). The e2e harness adds what the
-//! Proxmox simulators issued (`.e2e/secrets/pve-*.txt`).
+//! Proxmox simulators issued (`.e2e/secrets/pve-*.txt`). It also records every
+//! Event and every ConsoleSession status as they happen, in
+//! `.e2e/logs/recorded/`, since tests delete their namespaces (and with them
+//! their Events and sessions) before the scan.
 //!
 //! `secret-scan scan` then searches for each value, as written and base64-encoded,
 //! writes the figures to `.e2e/reliability/secrets.json` and exits 1 naming where
@@ -59,6 +62,16 @@ fn secret_values(secret: &Secret) -> Vec<String> {
 }
 
 async fn collect() -> Result<()> {
+    let client = client().await?;
+    tokio::try_join!(
+        collect_secrets(client.clone()),
+        record_events(client.clone()),
+        record_statuses(client),
+    )?;
+    Ok(())
+}
+
+async fn collect_secrets(client: kube::Client) -> Result<()> {
     let dir = state_dir().join("secrets");
     std::fs::create_dir_all(&dir)?;
     let path = dir.join("cluster.txt");
@@ -67,11 +80,8 @@ async fn collect() -> Result<()> {
         .lines()
         .map(str::to_string)
         .collect();
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)?;
-    let secrets: Api<Secret> = Api::all(client().await?);
+    let mut file = append_to(&path)?;
+    let secrets: Api<Secret> = Api::all(client);
     let mut events = std::pin::pin!(
         watcher(secrets, watcher::Config::default())
             .default_backoff()
@@ -90,6 +100,68 @@ async fn collect() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Where what the API showed during the run is kept for the scan: tests delete
+/// their namespaces, and their Events and sessions with them.
+fn recorded(name: &str) -> Result<std::fs::File> {
+    let dir = state_dir().join("logs/recorded");
+    std::fs::create_dir_all(&dir)?;
+    append_to(&dir.join(name))
+}
+
+fn append_to(path: &Path) -> Result<std::fs::File> {
+    Ok(std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?)
+}
+
+/// Every Event of the run, as it is recorded.
+async fn record_events(client: kube::Client) -> Result<()> {
+    let mut file = recorded("events.jsonl")?;
+    let mut events = std::pin::pin!(
+        watcher(Api::<Event>::all(client), watcher::Config::default())
+            .default_backoff()
+            .applied_objects()
+    );
+    while let Some(event) = events.try_next().await? {
+        writeln!(
+            file,
+            "{}",
+            json!({"reason": event.reason, "message": event.message, "object": event.involved_object.name})
+        )?;
+        file.flush()?;
+    }
+    Ok(())
+}
+
+/// Every ConsoleSession status of the run, as it changes (without `url`).
+async fn record_statuses(client: kube::Client) -> Result<()> {
+    let mut file = recorded("session-statuses.jsonl")?;
+    let mut sessions = std::pin::pin!(
+        watcher(
+            Api::<ConsoleSession>::all(client),
+            watcher::Config::default()
+        )
+        .default_backoff()
+        .applied_objects()
+    );
+    while let Some(session) = sessions.try_next().await? {
+        writeln!(file, "{}", status_without_url(&session)?)?;
+        file.flush()?;
+    }
+    Ok(())
+}
+
+/// A session's status as JSON, without `status.url` (which carries the
+/// session's token by design).
+fn status_without_url(session: &ConsoleSession) -> Result<String> {
+    let mut status = serde_json::to_value(&session.status)?;
+    if let Some(status) = status.as_object_mut() {
+        status.remove("url");
+    }
+    Ok(status.to_string())
 }
 
 /// Everything collected: one secret per line in `.e2e/secrets/*.txt`.
@@ -188,17 +260,13 @@ async fn api_objects(out: &mut Vec<Place>) -> Result<()> {
         .list(&all)
         .await?
     {
-        let mut status = serde_json::to_value(&session.status)?;
-        if let Some(status) = status.as_object_mut() {
-            status.remove("url");
-        }
         out.push(Place {
             name: format!(
                 "ConsoleSession {}/{} status",
-                session.metadata.namespace.unwrap_or_default(),
-                session.metadata.name.unwrap_or_default()
+                session.metadata.namespace.clone().unwrap_or_default(),
+                session.metadata.name.clone().unwrap_or_default()
             ),
-            text: status.to_string(),
+            text: status_without_url(&session)?,
         });
     }
     for hypervisor in Api::<Hypervisor>::all(client).list(&all).await? {
