@@ -22,7 +22,7 @@ use std::path::Path;
 
 use anyhow::{Context as _, Result, bail};
 use base64::Engine as _;
-use futures::TryStreamExt as _;
+use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{Event, Secret};
 use kube::api::{Api, ListParams};
 use kube::runtime::{WatchStreamExt as _, watcher};
@@ -91,7 +91,7 @@ async fn collect_secrets(client: kube::Client) -> Result<()> {
         "secret-scan: collecting secret values in {}",
         path.display()
     );
-    while let Some(secret) = events.try_next().await? {
+    while let Some(secret) = next(&mut events, "Secrets").await {
         for value in secret_values(&secret) {
             if seen.insert(value.clone()) {
                 writeln!(file, "{value}")?;
@@ -100,6 +100,21 @@ async fn collect_secrets(client: kube::Client) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The next object of a watch. A watch error (the apiserver restarting, a
+/// resource version gone) is logged and the watcher, which re-lists by itself,
+/// goes on: the collector must last the whole run.
+async fn next<K>(
+    stream: &mut (impl futures::Stream<Item = Result<K, watcher::Error>> + Unpin),
+    what: &str,
+) -> Option<K> {
+    loop {
+        match stream.next().await? {
+            Ok(object) => return Some(object),
+            Err(error) => eprintln!("secret-scan: watching {what}: {error}; retrying"),
+        }
+    }
 }
 
 /// Where what the API showed during the run is kept for the scan: tests delete
@@ -125,7 +140,7 @@ async fn record_events(client: kube::Client) -> Result<()> {
             .default_backoff()
             .applied_objects()
     );
-    while let Some(event) = events.try_next().await? {
+    while let Some(event) = next(&mut events, "Events").await {
         writeln!(
             file,
             "{}",
@@ -147,7 +162,7 @@ async fn record_statuses(client: kube::Client) -> Result<()> {
         .default_backoff()
         .applied_objects()
     );
-    while let Some(session) = sessions.try_next().await? {
+    while let Some(session) = next(&mut sessions, "ConsoleSessions").await {
         writeln!(file, "{}", status_without_url(&session)?)?;
         file.flush()?;
     }
