@@ -64,7 +64,7 @@ unit: web ## Unit and integration tests of the crates (no cluster).
 	cargo test --no-fail-fast --workspace --exclude porthole-e2e
 
 .PHONY: bench
-bench: web ## Data-plane benchmarks (BENCH_QUICK=1: smoke run): bench/results.json, docs/benchmarks.md.
+bench: web ## Benchmarks: data plane, then control plane on the test bed (BENCH_QUICK=1: smoke run; BENCH_ONLY=dataplane|controlplane): bench/results.json, docs/benchmarks.md.
 	bench/bench.sh
 
 .PHONY: images

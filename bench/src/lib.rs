@@ -1,4 +1,5 @@
-//! `make bench`: porthole-proxy's data plane against websockify and socat.
+//! `make bench`: porthole-proxy's data plane against websockify and socat,
+//! and (`porthole-bench controlplane`) the operator on the Kubernetes test bed.
 //!
 //! The driver starts each contender as a real process, drives it from a fast
 //! client on loopback, alternates the contenders round by round, and writes
@@ -15,6 +16,7 @@ macro_rules! say {
 
 pub mod client;
 pub mod contender;
+pub mod controlplane;
 pub mod procfs;
 pub mod report;
 pub mod results;
@@ -35,11 +37,14 @@ use crate::contender::{ALL, Id, Tools};
 #[derive(Debug, Parser)]
 #[command(
     name = "porthole-bench",
-    about = "Benchmarks porthole-proxy against websockify and socat"
+    about = "Benchmarks porthole-proxy against websockify and socat, and the operator on the test bed",
+    subcommand_negates_reqs = true
 )]
 pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Subcommand>,
     /// A smoke run: small sizes, few rounds.
-    #[arg(long, env = "BENCH_QUICK", value_parser = clap::builder::FalseyValueParser::new())]
+    #[arg(long, global = true, env = "BENCH_QUICK", value_parser = clap::builder::FalseyValueParser::new())]
     pub quick: bool,
     /// Rounds of bulk and small-message runs [default: 5, quick 2].
     #[arg(long)]
@@ -89,6 +94,14 @@ pub struct Args {
     pub report_only: bool,
 }
 
+#[derive(Debug, clap::Subcommand)]
+pub enum Subcommand {
+    /// Items 6-7, the operator on the Kubernetes test bed (which must be up,
+    /// with porthole installed): one part's results into the results file, and
+    /// the report rewritten.
+    Controlplane(controlplane::Args),
+}
+
 fn parse_id(text: &str) -> Result<Id, String> {
     serde_json::from_value(serde_json::Value::String(text.into()))
         .map_err(|_| format!("unknown contender {text:?}"))
@@ -112,6 +125,16 @@ pub fn main() -> ExitCode {
 }
 
 fn run_main(args: Args) -> Result<()> {
+    if let Some(Subcommand::Controlplane(part)) = &args.command {
+        let results = controlplane::run(part, args.quick, &args.results)?;
+        write(
+            &args.results,
+            &(serde_json::to_string_pretty(&results)? + "\n"),
+        )?;
+        say!("wrote {}", args.results.display());
+        let plots = existing_plots(&args);
+        return write_report(&args, &results, &plots);
+    }
     let results: results::Results = if args.report_only {
         let text = std::fs::read_to_string(&args.results)
             .with_context(|| format!("cannot read {}", args.results.display()))?;
@@ -148,7 +171,13 @@ fn run_main(args: Args) -> Result<()> {
             }),
         };
         let work = plan.work.clone();
-        let results = run::run(plan)?;
+        // The control plane's figures come from runs of their own: keep them.
+        let control_plane = std::fs::read_to_string(&args.results)
+            .ok()
+            .and_then(|text| serde_json::from_str::<results::Results>(&text).ok())
+            .and_then(|previous| previous.control_plane);
+        let mut results = run::run(plan)?;
+        results.control_plane = control_plane;
         let _ = std::fs::remove_dir_all(&work);
         write(
             &args.results,
@@ -157,15 +186,27 @@ fn run_main(args: Args) -> Result<()> {
         results
     };
     let plots = plot(&args);
-    let analysis = std::fs::read_to_string("bench/analysis.md").ok();
-    let plot_names: Vec<&str> = plots.iter().map(String::as_str).collect();
-    write(
-        &args.report,
-        &report::render(&results, analysis.as_deref(), &plot_names),
-    )?;
     if !args.report_only {
         say!("wrote {}", args.results.display());
     }
+    write_report(&args, &results, &plots)
+}
+
+fn write_report(args: &Args, results: &results::Results, plots: &[String]) -> Result<()> {
+    let analysis = std::fs::read_to_string("bench/analysis.md").ok();
+    let control_plane_analysis = std::fs::read_to_string("bench/analysis-controlplane.md").ok();
+    let plot_names: Vec<&str> = plots.iter().map(String::as_str).collect();
+    write(
+        &args.report,
+        &report::render(
+            results,
+            report::Analyses {
+                data_plane: analysis.as_deref(),
+                control_plane: control_plane_analysis.as_deref(),
+            },
+            &plot_names,
+        ),
+    )?;
     say!(
         "wrote {} and {} plots in {}",
         args.report.display(),
@@ -173,6 +214,15 @@ fn run_main(args: Args) -> Result<()> {
         args.plots.display()
     );
     Ok(())
+}
+
+/// The plots already there (a control-plane run draws none).
+fn existing_plots(args: &Args) -> Vec<String> {
+    report::PLOTS
+        .iter()
+        .filter(|(file, _)| args.plots.join(file).exists())
+        .map(|(file, _)| file.to_string())
+        .collect()
 }
 
 fn absolute(path: &Path) -> PathBuf {
@@ -187,13 +237,15 @@ fn write(path: &Path, text: &str) -> Result<()> {
 }
 
 /// Runs `bench/plot.py`; the names of the plots that exist afterwards.
+/// Without a Python, the plots already there stay (a report rewritten with
+/// `--report-only` keeps them).
 fn plot(args: &Args) -> Vec<String> {
+    let Some(python) = &args.python else {
+        return existing_plots(args);
+    };
     for (file, _) in report::PLOTS {
         let _ = std::fs::remove_file(args.plots.join(file));
     }
-    let Some(python) = &args.python else {
-        return Vec::new();
-    };
     let status = Command::new(python)
         .arg("bench/plot.py")
         .arg(&args.results)
@@ -202,9 +254,5 @@ fn plot(args: &Args) -> Vec<String> {
     if !matches!(status, Ok(s) if s.success()) {
         say!("plotting failed ({status:?}); the report goes without plots");
     }
-    report::PLOTS
-        .iter()
-        .filter(|(file, _)| args.plots.join(file).exists())
-        .map(|(file, _)| file.to_string())
-        .collect()
+    existing_plots(args)
 }

@@ -1,6 +1,8 @@
 //! `docs/benchmarks.md`, written from the results alone: a table per figure
 //! with the contenders side by side, and a verdict per target.
 
+pub mod controlplane;
+
 use std::fmt::Write as _;
 
 use crate::contender::Id;
@@ -433,12 +435,22 @@ impl Figures<'_> {
     }
 }
 
+/// Hand-written findings, shown as they are.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Analyses<'a> {
+    /// `bench/analysis.md`, after the verdicts.
+    pub data_plane: Option<&'a str>,
+    /// `bench/analysis-controlplane.md`, at the end of section 6–7.
+    pub control_plane: Option<&'a str>,
+}
+
 /// The whole report.
-pub fn render(r: &Results, analysis: Option<&str>, plots: &[&str]) -> String {
+pub fn render(r: &Results, analyses: Analyses, plots: &[&str]) -> String {
+    let analysis = analyses.data_plane;
     let f = Figures::new(r);
     let mut out = String::new();
     let s = &r.settings;
-    let _ = writeln!(out, "# Benchmarks: the data plane\n");
+    let _ = writeln!(out, "# Benchmarks: the data plane and the control plane\n");
     let _ = writeln!(
         out,
         "Written by `make bench` (the driver is `bench/`) from the run of {} ({:.0} s); every \
@@ -456,18 +468,28 @@ pub fn render(r: &Results, analysis: Option<&str>, plots: &[&str]) -> String {
 
     // Verdicts.
     let verdicts = f.verdicts();
+    let control_plane = controlplane::verdicts(r.control_plane.as_ref());
     let _ = writeln!(out, "## Verdicts\n");
     let _ = writeln!(
         out,
-        "porthole-proxy (standalone, defaults, plain WebSocket) against the issue's targets. \
-         Ratios and differences are paired: each round's figure against the other contender's \
-         in the same round; the median over rounds, with min and max.\n"
+        "The first five lines: porthole-proxy (standalone, defaults, plain WebSocket) against \
+         the issue's targets. Ratios and differences are paired: each round's figure against \
+         the other contender's in the same round; the median over rounds, with min and max. \
+         The last four: the operator on the Kubernetes test bed (section 6–7), from runs of \
+         their own; the {} lines ran with the node agent's **fake containers** (proxy Pods \
+         reported Running and Ready, never started).\n",
+        control_plane
+            .get(1)
+            .map_or("1,000-session".into(), |(v, _)| {
+                format!("{}-session", v.target.split(' ').next().unwrap_or("1,000"))
+            })
     );
     table(
         &mut out,
-        &["target", "measured (median)", "verdict"],
+        &["target", "measured", "verdict"],
         &verdicts
             .iter()
+            .chain(control_plane.iter().map(|(v, _)| v))
             .map(|v| vec![v.target.clone(), v.measured.clone(), v.detail.clone()])
             .collect::<Vec<_>>(),
         false,
@@ -475,12 +497,27 @@ pub fn render(r: &Results, analysis: Option<&str>, plots: &[&str]) -> String {
     let missed: Vec<usize> = (0..verdicts.len())
         .filter(|&i| verdicts[i].met == Some(false))
         .collect();
-    if !missed.is_empty() {
+    let missed_control_plane: Vec<&(Verdict, Option<String>)> = control_plane
+        .iter()
+        .filter(|(v, _)| v.met == Some(false))
+        .collect();
+    let missed_data_plane = !missed.is_empty();
+    if missed_data_plane || !missed_control_plane.is_empty() {
         let _ = writeln!(out, "Why the missed targets were missed:\n");
         for i in missed {
             let _ = writeln!(out, "* **{}**: {}", verdicts[i].target, f.why(i));
         }
+        for (v, why) in missed_control_plane {
+            let _ = writeln!(
+                out,
+                "* **{}**: {}",
+                v.target,
+                why.as_deref().unwrap_or_default()
+            );
+        }
         out.push('\n');
+    }
+    if missed_data_plane {
         for error in &r.profile_errors {
             let _ = writeln!(out, "No profile of {error}\n");
         }
@@ -705,22 +742,11 @@ pub fn render(r: &Results, analysis: Option<&str>, plots: &[&str]) -> String {
     );
 
     // 6-7.
-    let _ = writeln!(out, "## 6–7. Control plane (Kubernetes test bed)\n");
-    match &r.control_plane {
-        Some(value) => {
-            let _ = writeln!(
-                out,
-                "```json\n{}\n```\n",
-                serde_json::to_string_pretty(value).unwrap_or_default()
-            );
-        }
-        None => {
-            let _ = writeln!(
-                out,
-                "Not measured in this run: the operator's and a session's figures need the \
-                 Kubernetes test bed, which `make bench` does not start.\n"
-            );
-        }
+    controlplane::section(&mut out, r.control_plane.as_ref());
+    if let Some(analysis) = analyses.control_plane
+        && r.control_plane.is_some()
+    {
+        let _ = writeln!(out, "{}\n", analysis.trim());
     }
 
     // Plots.

@@ -723,7 +723,7 @@ fn python_version(script: &std::path::Path) -> String {
     first_line(Command::new(venv_python(script)).arg("--version"))
 }
 
-fn load_average() -> Vec<f64> {
+pub fn load_average() -> Vec<f64> {
     std::fs::read_to_string("/proc/loadavg")
         .unwrap_or_default()
         .split_whitespace()

@@ -18,6 +18,7 @@ for addr in $(ip -o -4 addr show dev lo | awk '{print $4}' | grep -E '^10\.(96|2
   ip addr del "$addr" dev lo 2>/dev/null
 done
 ip route del local "$SERVICE_CIDR" dev lo 2>/dev/null
+ip route del local "$FAKE_POD_CIDR" dev lo 2>/dev/null
 ip netns del "$BROWSER_NETNS" 2>/dev/null
-rm -rf "$STATE/etcd" "$STATE/node" "$STATE/pki" "$KUBECONFIG_PATH"
+rm -rf "$STATE/etcd" "$STATE/node" "$STATE/pki" "$KUBECONFIG_PATH" "$STATE/node-agent.mode"
 log "cluster down (logs kept in $STATE/logs)"

@@ -2,12 +2,23 @@
 # Starts the test cluster: etcd, kube-apiserver (RBAC on), kube-controller-manager
 # and the porthole node agent, as host processes. Idempotent: a healthy cluster is
 # left alone. Kubeconfig: .e2e/kubeconfig. Logs: .e2e/logs/.
+#
+# PORTHOLE_FAKE_CONTAINERS=1: the node agent runs in its fake-containers mode,
+# for the control-plane benchmark only (bench/bench.sh): porthole's proxy pods
+# are reported Running and Ready at an address in $FAKE_POD_CIDR without
+# running anything; every other pod, the operator's too, runs for real.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 
+case ${PORTHOLE_FAKE_CONTAINERS:-} in
+  '' | 0 | n | no | f | false | off) agent_mode=normal ;;
+  *) agent_mode=fake-containers ;;
+esac
+
 healthy() {
   [[ -f $KUBECONFIG_PATH ]] && kubectl get --raw /readyz >/dev/null 2>&1 &&
+    [[ $(cat "$STATE/node-agent.mode" 2>/dev/null || echo normal) == "$agent_mode" ]] &&
     for c in etcd kube-apiserver kube-controller-manager node-agent; do
       kill -0 "$(cat "$STATE/pids/$c" 2>/dev/null)" 2>/dev/null || return 1
     done
@@ -88,9 +99,25 @@ start kube-controller-manager "$K8S_BIN/kube-controller-manager" \
   --use-service-account-credentials=true \
   --leader-elect=false --bind-address=127.0.0.1 --secure-port=10257
 
-log "starting the porthole node agent"
+agent_flags=()
+if [[ $agent_mode == fake-containers ]]; then
+  # Nothing listens at fake pods' addresses: routed to the host itself, a
+  # connection there (the operator's viewer reads) is refused at once, as a
+  # real proxy would answer at once. (A prohibit route would not do: the
+  # kernel rate-limits its ICMP errors, and most connects would time out.)
+  ip route replace local "$FAKE_POD_CIDR" dev lo
+  if ss -Hltn 'sport = :8080' | grep -qE '(\*|0\.0\.0\.0|\[::\]):8080'; then
+    log "warning: something listens on port 8080 of every host address: fake pods' viewer reads reach it"
+  fi
+  agent_flags=(--fake-containers)
+  log "starting the porthole node agent with FAKE CONTAINERS (proxy pods are not run; benchmark only)"
+else
+  log "starting the porthole node agent"
+fi
+echo "$agent_mode" >"$STATE/node-agent.mode"
 start node-agent "$agent" --kubeconfig "$KUBECONFIG_PATH" \
-  --node-name porthole-node --node-ip "$NODE_IP" --state-dir "$STATE/node" --log-dir "$STATE/logs/pods"
+  --node-name porthole-node --node-ip "$NODE_IP" --state-dir "$STATE/node" --log-dir "$STATE/logs/pods" \
+  "${agent_flags[@]}"
 
 wait_for 60 "the default ServiceAccount" kubectl -n default get serviceaccount default
 wait_for 60 "the node to be Ready" kubectl wait --for=condition=Ready node/porthole-node --timeout=1s

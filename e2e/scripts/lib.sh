@@ -24,6 +24,9 @@ die() { log "error: $*"; exit 1; }
 # and the Service range. Both live on the host's loopback interface.
 NODE_IP=10.200.0.1
 SERVICE_CIDR=10.96.0.0/16
+# Addresses of the node agent's fake proxy pods (--fake-containers, the
+# control-plane benchmark only); podman's own pods are in 10.88.0.0/16.
+FAKE_POD_CIDR=10.89.0.0/16
 BROWSER_NETNS=porthole-browser
 KUBERNETES_SERVICE_IP=10.96.0.1
 APISERVER_PORT=6443

@@ -58,6 +58,17 @@ pub struct Args {
     /// (a kubelet leaves them running; a test bed being torn down does not want that).
     #[arg(long, env = "PORTHOLE_REMOVE_CONTAINERS_ON_EXIT")]
     pub remove_containers_on_exit: bool,
+
+    /// For the control-plane benchmark only (`make bench`): do not run
+    /// porthole's console proxy pods (label app.kubernetes.io/name=porthole-proxy);
+    /// report them Running and Ready with an address from 10.89.0.0/16, and
+    /// let them go when deleted. Every other pod, the operator's too, runs as usual.
+    #[arg(
+        long,
+        env = "PORTHOLE_FAKE_CONTAINERS",
+        value_parser = clap::builder::FalseyValueParser::new()
+    )]
+    pub fake_containers: bool,
 }
 
 /// Parses `250ms`, `10s`, `5m` or a bare number of seconds.

@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backoff;
+pub mod bridge;
 pub mod cache;
 pub mod config;
 pub mod downward;
@@ -140,7 +141,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         initial_backoff: args.initial_backoff,
         max_backoff: args.max_backoff,
         shutdown: cancel.clone(),
+        fake_containers: args
+            .fake_containers
+            .then(|| Arc::new(kubelet::fake::FakeContainers::default())),
     });
+    if args.fake_containers {
+        tracing::warn!(
+            network = %format!("{}/{}", kubelet::fake::FAKE_POD_NETWORK.0, kubelet::fake::FAKE_POD_NETWORK.1),
+            "fake containers: porthole proxy pods are reported running without running anything \
+             (for the control-plane benchmark only)"
+        );
+    }
     tasks.spawn({
         let ctx = ctx.clone();
         async move {

@@ -67,7 +67,8 @@ fn parse_addresses(output: &str) -> Vec<Ipv4Addr> {
         .collect()
 }
 
-async fn ip(args: &[&str]) -> Result<String, Error> {
+/// Runs `ip ARGS`; its output.
+pub(crate) async fn ip(args: &[&str]) -> Result<String, Error> {
     let output = Command::new("ip").args(args).output().await?;
     if output.status.success() {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())

@@ -7,6 +7,7 @@
 //! adopt the containers of pods that do.
 mod archive;
 mod container_config;
+pub mod fake;
 mod naming;
 mod record;
 mod sandbox;
@@ -51,6 +52,9 @@ pub struct NodeContext {
     pub max_backoff: Duration,
     /// The agent is exiting: workers stop without touching their containers.
     pub shutdown: CancellationToken,
+    /// `--fake-containers` (the control-plane benchmark only): porthole's
+    /// proxy pods are reported running without running anything.
+    pub fake_containers: Option<Arc<fake::FakeContainers>>,
 }
 
 struct WorkerHandle {
@@ -136,16 +140,17 @@ fn apply(
         handle.updates.send_replace(pod);
         return;
     }
+    let faked = ctx.fake_containers.clone().filter(|_| fake::is_faked(&pod));
     let (updates, receiver) = watch::channel(pod);
     let vanished = CancellationToken::new();
-    let worker = PodWorker::new(
-        ctx.clone(),
-        WorkerInputs {
-            updates: receiver,
-            vanished: vanished.clone(),
-        },
-    );
-    let task = tokio::spawn(worker.run());
+    let inputs = WorkerInputs {
+        updates: receiver,
+        vanished: vanished.clone(),
+    };
+    let task = match faked {
+        Some(fake) => tokio::spawn(fake::run(ctx.clone(), fake, inputs)),
+        None => tokio::spawn(PodWorker::new(ctx.clone(), inputs).run()),
+    };
     workers.insert(
         pod_uid,
         WorkerHandle {

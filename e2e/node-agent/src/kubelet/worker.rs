@@ -365,6 +365,7 @@ impl PodWorker {
         match created.await {
             Ok(sandbox) => {
                 tracing::info!(pod = %self.id.describe(), ip = %sandbox.ip, "started pod sandbox");
+                crate::bridge::pin_address(&self.ctx.podman).await;
                 self.sandbox = Some(sandbox);
                 self.start_time.get_or_insert_with(Timestamp::now);
                 self.setup_error = None;

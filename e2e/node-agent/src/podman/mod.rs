@@ -199,6 +199,20 @@ impl Podman {
             .map(drop)
     }
 
+    /// The host interface of a network (its bridge), e.g. `podman0`.
+    pub async fn network_interface(&self, network: &str) -> Result<String> {
+        let out = self
+            .run([
+                "network",
+                "inspect",
+                "--format",
+                "{{.NetworkInterface}}",
+                network,
+            ])
+            .await?;
+        Ok(String::from_utf8_lossy(&out).trim().to_owned())
+    }
+
     pub async fn remove_image(&self, image: &str) -> Result<()> {
         self.run(["rmi", "--force", image]).await.map(drop)
     }
