@@ -100,6 +100,11 @@ pub struct Config {
     #[arg(long, env = "PORTHOLE_LEADER_ELECTION_RETRY_PERIOD", default_value = "2s", value_parser = duration)]
     pub leader_election_retry_period: std::time::Duration,
 
+    /// Most sessions reconciled at once. Bounds the operator's connections to
+    /// the API server and its memory when many sessions start or end together.
+    #[arg(long, env = "PORTHOLE_MAX_CONCURRENT_RECONCILES", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_concurrent_reconciles: u16,
+
     /// Log filter, tracing `EnvFilter` syntax.
     #[arg(long, env = "PORTHOLE_LOG", default_value = "info")]
     pub log_filter: String,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::runtime::controller::Controller;
+use kube::runtime::controller::{self, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
@@ -27,7 +27,9 @@ pub async fn run_controller(client: Client, ctx: Arc<Context>) {
         labels::MANAGED_BY,
         labels::OPERATOR_NAME
     ));
-    let controller = Controller::new(sessions, watcher::Config::default());
+    let controller = Controller::new(sessions, watcher::Config::default()).with_config(
+        controller::Config::default().concurrency(ctx.config.max_concurrent_reconciles),
+    );
     let store = controller.store();
     ctx.metrics.count_sessions_from(store.clone());
     let sessions = store.clone();

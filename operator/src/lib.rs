@@ -58,7 +58,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         match &election {
             // Err on lost leadership: exit, so that Kubernetes restarts us as a standby.
             Some(election) => {
-                Ok(leader::run_as_leader(client.clone(), election, &leading, controllers).await?)
+                // A client of its own: renewals must not queue behind a burst
+                // of reconciles on the shared client's connections.
+                let lease_client = kube::Client::try_default().await?;
+                Ok(leader::run_as_leader(lease_client, election, &leading, controllers).await?)
             }
             None => {
                 controllers.await;

@@ -141,8 +141,9 @@ pub async fn reconcile(session: Arc<ConsoleSession>, ctx: Arc<Context>) -> Resul
     verdict.expires_at = Some(Time(plan.expires_at));
     update_status(&session, &ctx, &verdict).await?;
     // Wake up exactly at the deadline. The deadline comes from the resource, so a
-    // restarted operator computes the same one.
-    let until_expiry = now.duration_until(plan.expires_at).unsigned_abs();
+    // restarted operator computes the same one. Measured now, not when this
+    // reconcile began: the requeue counts from the reconcile's end.
+    let until_expiry = time_until(plan.expires_at);
     let until_renewal = renew_at
         .and_then(|at| at.duration_since(std::time::SystemTime::now()).ok())
         .unwrap_or(Duration::MAX);
@@ -151,6 +152,11 @@ pub async fn reconcile(session: Arc<ConsoleSession>, ctx: Arc<Context>) -> Resul
             .min(until_renewal)
             .min(Duration::from_secs(300)),
     ))
+}
+
+/// How long from now until `at`; zero once it has passed.
+fn time_until(at: Timestamp) -> Duration {
+    Duration::try_from(Timestamp::now().duration_until(at)).unwrap_or(Duration::ZERO)
 }
 
 /// Deletes a finished session once `ttlSecondsAfterFinished` has passed since it
@@ -166,7 +172,7 @@ async fn expire_after_ttl(
     let due = ended_at.0 + k8s_openapi::jiff::SignedDuration::from_secs(i64::from(ttl));
     let now = Timestamp::now();
     if now < due {
-        return Ok(Action::requeue(now.duration_until(due).unsigned_abs()));
+        return Ok(Action::requeue(time_until(due)));
     }
     let api: Api<ConsoleSession> =
         Api::namespaced(ctx.client.clone(), &session.namespace().unwrap_or_default());
@@ -588,6 +594,18 @@ pub fn error_policy(session: Arc<ConsoleSession>, error: &Error, ctx: Arc<Contex
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_deadline_that_passed_is_due_now_not_as_far_in_the_future() {
+        let past = Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_secs(30);
+        assert_eq!(super::time_until(past), Duration::ZERO);
+        let future = Timestamp::now() + k8s_openapi::jiff::SignedDuration::from_secs(30);
+        let left = super::time_until(future);
+        assert!(
+            left > Duration::from_secs(29) && left <= Duration::from_secs(30),
+            "{left:?}"
+        );
+    }
+
     use super::*;
 
     #[test]
