@@ -32,7 +32,9 @@ use crate::naming::child_name;
 use crate::proxmox::{Authenticated, authenticate};
 use crate::resources::{SessionPlan, secret_text};
 use crate::status::{Reason, SeenViewers, Verdict, pod_is_ready, pod_outcome};
-use crate::validate::{Credentials, Observed, ProxmoxCredentials, RecordingClaim, plan};
+use crate::validate::{
+    Credentials, Observed, ProxmoxCredentials, RecordingClaim, plan, waiting_deadline,
+};
 use crate::viewers;
 
 /// The one field manager for everything the operator writes.
@@ -473,14 +475,29 @@ async fn service_has_ready_endpoint(ctx: &Context, ns: &str, service: &str) -> R
 
 /// Ends this reconcile on a verdict that stops it: a final one finishes the
 /// session; any other is reported, and the session is looked at again after
-/// `retry`.
+/// `retry`, or at its deadline if sooner: a session that cannot start still
+/// expires on time.
 async fn settle(
     session: &ConsoleSession,
     ctx: &Context,
     children: &Children,
-    verdict: Verdict,
-    retry: Duration,
+    mut verdict: Verdict,
+    mut retry: Duration,
 ) -> Result<Action> {
+    if let Some(deadline) = waiting_deadline(session).filter(|_| !verdict.phase.is_final()) {
+        if Timestamp::now() >= deadline {
+            verdict = Verdict::new(
+                SessionPhase::Expired,
+                Reason::Expired,
+                format!(
+                    "the session reached its time limit before it could start: {}",
+                    verdict.message
+                ),
+            );
+        } else {
+            retry = retry.min(time_until(deadline));
+        }
+    }
     if verdict.phase.is_final() {
         finish(session, ctx, children, verdict).await?;
         Ok(Action::await_change())

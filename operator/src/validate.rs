@@ -277,6 +277,27 @@ fn expiry(session: &ConsoleSession, hypervisor: &Hypervisor) -> Result<Timestamp
         .map_err(|_| invalid("spec.timeout is too long".into()))
 }
 
+/// The deadline of a session that cannot start yet (its Hypervisor missing or
+/// unreachable, say): the one it was given when it last could, else its
+/// creation plus `spec.timeout`, or plus the default timeout when that is
+/// unset or unreadable. Without it, a session waiting for something that never
+/// comes would wait forever.
+pub fn waiting_deadline(session: &ConsoleSession) -> Option<Timestamp> {
+    if let Some(known) = session.status.as_ref().and_then(|s| s.expires_at.as_ref()) {
+        return Some(known.0);
+    }
+    let created = session.meta().creation_timestamp.as_ref()?.0;
+    let timeout = session
+        .spec
+        .timeout
+        .as_deref()
+        .and_then(|text| duration::parse(text).ok())
+        .unwrap_or(DEFAULT_TIMEOUT);
+    created
+        .checked_add(SignedDuration::try_from(timeout).ok()?)
+        .ok()
+}
+
 /// Kubernetes label-selector semantics: every `matchLabels` pair and every
 /// `matchExpressions` requirement must hold; an empty selector matches all.
 pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
@@ -720,6 +741,31 @@ mod tests {
         assert_eq!(
             run(&s, &observed()).unwrap().expires_at.to_string(),
             "2026-01-01T00:01:30Z"
+        );
+    }
+
+    #[test]
+    fn a_session_that_cannot_start_keeps_a_deadline() {
+        let mut s = session(Some(5912));
+        s.spec.timeout = Some("90s".into());
+        assert_eq!(
+            waiting_deadline(&s).unwrap().to_string(),
+            "2026-01-01T00:01:30Z"
+        );
+        // Unset or unreadable: the default timeout, an hour.
+        s.spec.timeout = Some("soon".into());
+        assert_eq!(
+            waiting_deadline(&s).unwrap().to_string(),
+            "2026-01-01T01:00:00Z"
+        );
+        // Once planned, the deadline it was given stands.
+        s.status = Some(porthole_api::v1alpha1::ConsoleSessionStatus {
+            expires_at: Some(Time("2026-01-01T00:30:00Z".parse().unwrap())),
+            ..Default::default()
+        });
+        assert_eq!(
+            waiting_deadline(&s).unwrap().to_string(),
+            "2026-01-01T00:30:00Z"
         );
     }
 

@@ -72,6 +72,49 @@ async fn bad_specs_are_rejected_by_the_apiserver_with_readable_messages() -> Res
 }
 
 #[tokio::test]
+async fn a_session_whose_hypervisor_never_comes_expires_at_its_timeout() -> Result<()> {
+    let client = client().await?;
+    let ns = TestNamespace::create(&client, "neverstarts").await?;
+    let missing = format!("missing-{}", unique_suffix());
+    let manifest = session(&ns.name, "waiting", &missing, "  timeout: 20s\n");
+    kubectl(&["apply", "-f", "-"], Some(&manifest)).await?;
+    wait_for_session(
+        &ns.name,
+        "waiting",
+        "jsonpath={.status.reason}=HypervisorNotFound",
+        Duration::from_secs(30),
+    )
+    .await?;
+    wait_for_session(
+        &ns.name,
+        "waiting",
+        "jsonpath={.status.phase}=Expired",
+        Duration::from_secs(60),
+    )
+    .await?;
+    let sessions: Api<ConsoleSession> = Api::namespaced(client.clone(), &ns.name);
+    let session = sessions.get("waiting").await?;
+    let status = session.status.context("status")?;
+    let message = status.message.unwrap_or_default();
+    assert!(
+        message.contains("before it could start") && message.contains(&missing),
+        "the message says why it never started: {message}"
+    );
+    // On time: within 2 s of creation + 20 s (the retry for a missing
+    // Hypervisor is a minute, so only the deadline can have woken it).
+    let created = session.metadata.creation_timestamp.context("created")?.0;
+    let ended = status.ended_at.context("endedAt")?.0;
+    let late = ended.duration_since(created).as_secs_f64() - 20.0;
+    assert!(
+        (-0.5..=2.0).contains(&late),
+        "ended {late:.1} s after its deadline"
+    );
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    assert!(pods.list(&Default::default()).await?.items.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_namespace_outside_allowed_namespaces_gets_not_allowed_and_no_pod() -> Result<()> {
     let client = client().await?;
     let ns = TestNamespace::create(&client, "notallowed").await?;
