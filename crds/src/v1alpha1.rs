@@ -44,7 +44,8 @@ pub struct ConsoleSessionSpec {
     pub vm: VmRef,
     /// Hard lifetime of the session, counted from its creation, such as `30m` or
     /// `1h30m`. Defaults to the Hypervisor's `defaultTimeout`; may not exceed its
-    /// `maxTimeout`.
+    /// `maxTimeout`. A session that cannot start (its Hypervisor missing or
+    /// unreachable) also ends Expired at this deadline (1h when unset).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "crate::duration::schema")]
     pub timeout: Option<String>,
