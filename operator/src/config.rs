@@ -102,7 +102,7 @@ pub struct Config {
 
     /// Most sessions reconciled at once. Bounds the operator's connections to
     /// the API server and its memory when many sessions start or end together.
-    #[arg(long, env = "PORTHOLE_MAX_CONCURRENT_RECONCILES", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, env = "PORTHOLE_MAX_CONCURRENT_RECONCILES", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
     pub max_concurrent_reconciles: u16,
 
     /// Log filter, tracing `EnvFilter` syntax.
