@@ -9,6 +9,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use porthole_api::v1alpha1::ConsoleSession;
 
+use crate::cleaned::CleanedUp;
 use crate::config::Config;
 use crate::telemetry::Metrics;
 use crate::viewers;
@@ -21,6 +22,8 @@ pub struct Context {
     /// Plain HTTP to the proxy pods (viewer reports).
     pub http: reqwest::Client,
     pub viewer_watches: viewers::Watches,
+    /// Finished sessions whose children are already deleted.
+    pub cleaned_up: CleanedUp,
     /// Sessions the viewer watches send back; the controller takes it once.
     pub viewer_triggers: Mutex<Option<UnboundedReceiver<ObjectRef<ConsoleSession>>>>,
 }
@@ -56,6 +59,7 @@ impl Context {
             metrics,
             http,
             viewer_watches,
+            cleaned_up: CleanedUp::default(),
             viewer_triggers: Mutex::new(Some(triggers)),
         }
     }

@@ -33,6 +33,7 @@ pub async fn run_controller(client: Client, ctx: Arc<Context>) {
     let store = controller.store();
     ctx.metrics.count_sessions_from(store.clone());
     let sessions = store.clone();
+    tokio::spawn(forget_deleted_sessions(ctx.clone(), store.clone()));
     // A viewer coming or going brings its session back at once.
     let viewer_triggers = ctx
         .viewer_triggers
@@ -90,4 +91,18 @@ pub async fn run_controller(client: Client, ctx: Arc<Context>) {
         })
         .await;
     info!("controller stopped");
+}
+
+/// Keeps `Context::cleaned_up` to sessions that still exist.
+async fn forget_deleted_sessions(
+    ctx: Arc<Context>,
+    store: kube::runtime::reflector::Store<ConsoleSession>,
+) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(300));
+    loop {
+        every.tick().await;
+        let sessions = store.state();
+        ctx.cleaned_up
+            .retain_existing(sessions.iter().filter_map(|s| s.metadata.uid.as_deref()));
+    }
 }

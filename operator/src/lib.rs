@@ -3,6 +3,7 @@
 //! and publishes the console URL and phase in the session's status.
 #![forbid(unsafe_code)]
 
+pub mod cleaned;
 pub mod config;
 pub mod context;
 pub mod controller;

@@ -66,7 +66,11 @@ pub async fn reconcile(session: Arc<ConsoleSession>, ctx: Arc<Context>) -> Resul
 
     if let Some(ended) = previous.filter(|s| s.phase.is_some_and(SessionPhase::is_final)) {
         ctx.viewer_watches.stop(&ObjectRef::from_obj(&*session));
-        children.delete_all().await?;
+        let uid = session.uid().unwrap_or_default();
+        if !ctx.cleaned_up.contains(&uid) {
+            children.delete_all().await?;
+            ctx.cleaned_up.insert(&uid);
+        }
         return expire_after_ttl(&session, &ctx, ended.ended_at.as_ref()).await;
     }
 

@@ -815,6 +815,17 @@ async fn reconcile_with(
     config: Config,
     scenario: Scenario,
 ) -> (Result<Action, Error>, Transcript) {
+    reconcile_times(1, session, config, scenario).await
+}
+
+/// Runs `times` reconciles of `session`, one after the other with one context,
+/// while the verifier plays `scenario`; returns the last one's result.
+async fn reconcile_times(
+    times: usize,
+    session: ConsoleSession,
+    config: Config,
+    scenario: Scenario,
+) -> (Result<Action, Error>, Transcript) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let (mock, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let verifier = ApiServerVerifier::new(handle).run(scenario);
@@ -825,9 +836,18 @@ async fn reconcile_with(
     ));
     // The context (and with it every client) is dropped when reconcile returns,
     // which tells the verifier that no further request comes.
-    let result = tokio::time::timeout(GUARD, reconcile(Arc::new(session), ctx))
-        .await
-        .expect("reconcile hung");
+    let session = Arc::new(session);
+    let mut result = None;
+    for _ in 0..times {
+        let run = reconcile(session.clone(), ctx.clone());
+        result = Some(
+            tokio::time::timeout(GUARD, run)
+                .await
+                .expect("reconcile hung"),
+        );
+    }
+    drop(ctx);
+    let result = result.expect("at least one reconcile");
     let transcript = match tokio::time::timeout(GUARD, verifier)
         .await
         .expect("the API server verifier hung")
@@ -1104,6 +1124,25 @@ async fn an_unchanged_status_is_neither_rewritten_nor_announced_again() {
     );
     assert!(transcript.statuses.is_empty());
     assert!(transcript.events.is_empty());
+}
+
+#[tokio::test]
+async fn a_final_sessions_children_are_deleted_once_however_often_it_comes_back() {
+    // Each child's deletion brings the session back; only the first reconcile
+    // deletes anything.
+    let (result, transcript) = reconcile_times(
+        3,
+        finished_session(10, 3600),
+        config(true),
+        Scenario::Finished { ttl_passed: false },
+    )
+    .await;
+
+    assert!(requeue_after(&result.expect("reconcile")).is_some());
+    assert_eq!(
+        transcript.deleted,
+        [POD, SERVICE, SECRET, INGRESS, NETWORK_POLICY]
+    );
 }
 
 fn finished_session(ended_ago: i64, ttl: i32) -> ConsoleSession {
