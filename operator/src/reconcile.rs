@@ -79,6 +79,16 @@ pub async fn reconcile(session: Arc<ConsoleSession>, ctx: Arc<Context>) -> Resul
         finish(&session, &ctx, &children, verdict).await?;
         return Ok(Action::await_change());
     }
+    if existing_pod.is_none() && run_once_used(&session) {
+        // A new pod would not know its one viewer had been: it would let another in.
+        let verdict = Verdict::new(
+            SessionPhase::Completed,
+            Reason::Completed,
+            "the run-once session's viewer has been, and its proxy pod is gone",
+        );
+        finish(&session, &ctx, &children, verdict).await?;
+        return Ok(Action::await_change());
+    }
 
     let observed = dereference(&session, &ctx, &children, existing_pod.is_some()).await?;
     let plan = match plan(&session, &observed, &ctx.config, new_token) {
@@ -158,6 +168,16 @@ pub async fn reconcile(session: Arc<ConsoleSession>, ctx: Arc<Context>) -> Resul
             .min(until_renewal)
             .min(Duration::from_secs(300)),
     ))
+}
+
+/// Whether a run-once session has had its one viewer, as the proxy reported.
+fn run_once_used(session: &ConsoleSession) -> bool {
+    session.spec.run_once == Some(true)
+        && session
+            .status
+            .as_ref()
+            .and_then(|s| s.viewers.as_ref())
+            .is_some_and(|v| v.connections > 0)
 }
 
 /// How long from now until `at`; zero once it has passed.
@@ -366,19 +386,32 @@ async fn apply(
     let pod = match existing_pod {
         Some(pod) => pod,
         None => {
+            // A session that published a URL had a pod: it was deleted or
+            // evicted under its viewers. Its replacement serves the same URL,
+            // token and deadline; say so, since the viewers were cut off.
+            let replacing = session.status.as_ref().is_some_and(|s| s.url.is_some());
             let pod = children
                 .pods
                 .patch(&children.name, &params, &Patch::Apply(&plan.pod()))
                 .await?;
-            info!(session = %session.name_any(), pod = %children.name, "created console proxy pod");
-            publish(
-                ctx,
-                session,
-                EventType::Normal,
-                "Created",
-                format!("created console proxy pod {}", children.name),
-            )
-            .await;
+            info!(session = %session.name_any(), pod = %children.name, replacing, "created console proxy pod");
+            let (type_, reason, note) = if replacing {
+                (
+                    EventType::Warning,
+                    "ProxyReplaced",
+                    format!(
+                        "console proxy pod {} was gone; started another at the same URL: viewers must reconnect",
+                        children.name
+                    ),
+                )
+            } else {
+                (
+                    EventType::Normal,
+                    "Created",
+                    format!("created console proxy pod {}", children.name),
+                )
+            };
+            publish(ctx, session, type_, reason, note).await;
             pod
         }
     };
@@ -615,6 +648,23 @@ pub fn error_policy(session: Arc<ConsoleSession>, error: &Error, ctx: Arc<Contex
 
 #[cfg(test)]
 mod tests {
+    fn session(run_once: bool, connections: u64) -> super::ConsoleSession {
+        serde_json::from_value(super::json!({
+            "apiVersion": "porthole.dev/v1alpha1", "kind": "ConsoleSession",
+            "metadata": {"name": "s", "namespace": "n"},
+            "spec": {"hypervisor": "h", "vm": {"port": 5900}, "runOnce": run_once},
+            "status": {"viewers": {"count": 0, "connections": connections}},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_run_once_session_is_used_once_a_viewer_has_connected() {
+        assert!(super::run_once_used(&session(true, 1)));
+        assert!(!super::run_once_used(&session(true, 0)));
+        assert!(!super::run_once_used(&session(false, 3)));
+    }
+
     #[test]
     fn a_deadline_that_passed_is_due_now_not_as_far_in_the_future() {
         let past = Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_secs(30);

@@ -102,7 +102,10 @@ impl Admission {
         }
         counts.connected += 1;
         counts.admitted += 1;
-        Ok(Ticket(self.counts.clone()))
+        Ok(Ticket {
+            counts: self.counts.clone(),
+            given_back: false,
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Counts> {
@@ -113,11 +116,26 @@ impl Admission {
 
 /// An admitted viewer's place; dropping it lets the next one in.
 #[derive(Debug)]
-pub struct Ticket(Arc<Mutex<Counts>>);
+pub struct Ticket {
+    counts: Arc<Mutex<Counts>>,
+    given_back: bool,
+}
+
+impl Ticket {
+    /// The viewer could not have the console (the hypervisor could not be
+    /// reached): as if never admitted, so a run-once session's one turn is
+    /// still to come. The place stays held until the ticket is dropped.
+    pub fn give_back(&mut self) {
+        if !std::mem::replace(&mut self.given_back, true) {
+            let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+            counts.admitted -= 1;
+        }
+    }
+}
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         counts.connected -= 1;
     }
 }
@@ -142,6 +160,18 @@ mod tests {
         drop(first);
         let _second = door.admit().unwrap();
         assert!(door.ever_admitted());
+    }
+
+    #[test]
+    fn a_turn_given_back_lets_a_run_once_viewer_in_again() {
+        let door = Admission::new(Viewers::Exclusive, true);
+        let mut first = door.admit().unwrap();
+        first.give_back();
+        first.give_back();
+        drop(first);
+        assert!(!door.ever_admitted());
+        let _second = door.admit().unwrap();
+        assert_eq!(door.admit().unwrap_err(), Refused::AlreadyUsed);
     }
 
     #[test]

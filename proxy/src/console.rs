@@ -71,6 +71,14 @@ impl Error {
         }
     }
 
+    /// Whether the hypervisor cannot serve a console *now* but may soon: its
+    /// API is down or does not answer. The viewer is refused; the session
+    /// stays open for the next attempt. (A VNC server that refuses its own
+    /// port is a stopped VM, which is not expected back.)
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Proxmox(e) if e.is_transient())
+    }
+
     /// Whether the VNC server is at fault (the session cannot work), rather than
     /// this one viewer.
     pub fn is_upstream(&self) -> bool {
@@ -164,6 +172,7 @@ async fn open_vnc(target: &Vnc) -> Result<(Box<dyn Io>, BytesMut), Error> {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(error = %e, "cannot set TCP_NODELAY upstream");
     }
+    crate::liveness::watch_or_warn(&stream);
     let leftover = tokio::time::timeout(
         target.handshake_timeout,
         upstream_handshake(&mut stream, target.password.clone()),

@@ -15,6 +15,7 @@ pub mod config;
 pub mod console;
 pub mod http;
 pub mod lifetime;
+pub mod liveness;
 pub mod metrics;
 pub mod page;
 pub mod pve;

@@ -78,12 +78,32 @@ impl Recorder {
     /// through: a file that cannot be written fails here, before anything
     /// is relayed.
     pub fn create(base: &Path, id: u64) -> Result<Self, WriteError> {
+        Self::open(
+            base,
+            id,
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true),
+        )
+    }
+
+    /// Whether `BASE.ID` already holds a recording (a regular file). A
+    /// session's pod that was replaced (force-deleted, started again by the
+    /// operator) finds its predecessor's recordings on the same claim and
+    /// must not overwrite them; anything else there (a device, say) is
+    /// opened as before.
+    pub fn taken(base: &Path, id: u64) -> bool {
+        std::fs::symlink_metadata(Self::path(base, id)).is_ok_and(|m| m.is_file())
+    }
+
+    fn open(base: &Path, id: u64, options: &std::fs::OpenOptions) -> Result<Self, WriteError> {
         let path = Self::path(base, id);
         let failed = |source| WriteError {
             path: path.clone(),
             source,
         };
-        let mut file = BufWriter::new(File::create(&path).map_err(failed)?);
+        let mut file = BufWriter::new(options.open(&path).map_err(failed)?);
         file.write_all(HEADER.as_bytes())
             .and_then(|()| file.flush())
             .map_err(failed)?;
@@ -321,6 +341,19 @@ mod tests {
             error.to_string().contains("connection.1"),
             "the error says which file: {error}"
         );
+    }
+
+    #[test]
+    fn earlier_recordings_are_taken_and_other_files_are_not() {
+        let dir = temp_file("again");
+        std::fs::create_dir_all(&dir).unwrap();
+        let base = dir.join("connection");
+        assert!(!Recorder::taken(&base, 1));
+        Recorder::create(&base, 1).unwrap();
+        assert!(Recorder::taken(&base, 1));
+        std::os::unix::fs::symlink("/dev/full", Recorder::path(&base, 2)).unwrap();
+        assert!(!Recorder::taken(&base, 2), "a device is no recording");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

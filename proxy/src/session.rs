@@ -20,7 +20,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::upgrade::OnUpgrade;
 use porthole_api::contract::{
-    BINARY_SUBPROTOCOL, EndReason, VIEWERS_LONG_POLL, VIEWERS_PATH, WEBSOCKET_PATH,
+    BINARY_SUBPROTOCOL, EndReason, UpstreamFailure, VIEWERS_LONG_POLL, VIEWERS_PATH, WEBSOCKET_PATH,
 };
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::OwnedSemaphorePermit;
@@ -41,7 +41,7 @@ use crate::recording::{self, Recorder};
 use crate::relay::{self, End, Observer};
 use crate::rfb::client_messages::{self, Input, Parser};
 use crate::viewers::{self, ViewerLog};
-use crate::{assets, console, page, pve, server, termination};
+use crate::{assets, console, liveness, page, pve, server, termination};
 
 /// Failed token checks allowed at once, and how fast they come back.
 const AUTH_BURST: u32 = 10;
@@ -433,27 +433,33 @@ impl Session {
         on_upgrade: OnUpgrade,
         peer: SocketAddr,
         _permit: Arc<OwnedSemaphorePermit>,
-        ticket: Ticket,
+        mut ticket: Ticket,
     ) {
-        self.watch(on_upgrade, peer).await;
+        let had_its_turn = self.watch(on_upgrade, peer, &mut ticket).await;
         drop(ticket);
-        if self.admission.run_once() {
+        if self.admission.run_once() && had_its_turn {
             // However it went, the one viewer has been and gone.
             self.end(EndReason::Completed);
         }
     }
 
-    async fn watch(&self, on_upgrade: OnUpgrade, peer: SocketAddr) {
+    /// Serves one viewer; false when it could not have the console for a
+    /// passing reason (the hypervisor's API down), so its turn is not spent.
+    async fn watch(&self, on_upgrade: OnUpgrade, peer: SocketAddr, ticket: &mut Ticket) -> bool {
         let config = web::websocket_config(self.config.args.max_message_size);
         let mut ws = match web::websocket(on_upgrade, config).await {
             Ok(ws) => ws,
-            Err(e) => return tracing::debug!(error = %e, "upgrade failed"),
+            Err(e) => {
+                tracing::debug!(error = %e, "upgrade failed");
+                return true;
+            }
         };
         self.metrics.viewers.inc();
         self.viewers.connected(peer.ip());
         *self.last_input.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
         tracing::info!("viewer connected");
 
+        let mut had_its_turn = true;
         let (label, frame) = match self.relay(&mut ws).await {
             Ok(end) => {
                 tracing::info!(end = %end, "viewer disconnected");
@@ -481,6 +487,20 @@ impl Session {
                 self.end(EndReason::recording_failed(e.to_string()));
                 ("recording-failed", frame)
             }
+            Err(e) if e.is_transient() => {
+                // The hypervisor's API is down or silent: this viewer cannot
+                // have a console now, but the session (and the VM) are fine,
+                // so the next attempt may work. 1013 is "try again later".
+                tracing::warn!(error = %e, "cannot open the console now; the session stays open");
+                // Before the close frame: the viewer may retry at once.
+                ticket.give_back();
+                had_its_turn = false;
+                let reason = EndReason::upstream_failed(e.failure(), e.to_string());
+                (
+                    "upstream-unavailable",
+                    close_frame(CloseCode::Again, &reason.to_string()),
+                )
+            }
             Err(e) if e.is_upstream() => {
                 tracing::error!(error = %e, "cannot open the console");
                 let reason = EndReason::upstream_failed(e.failure(), e.to_string());
@@ -500,6 +520,7 @@ impl Session {
         self.metrics.viewers.dec();
         self.viewers.disconnected();
         close_gracefully(&mut ws, frame).await;
+        had_its_turn
     }
 
     /// Opens the console and relays it until either side or the session ends.
@@ -508,7 +529,13 @@ impl Session {
     async fn relay(&self, ws: &mut Socket) -> Result<End, console::Error> {
         let recorder = match &self.config.args.record {
             Some(base) => {
-                let id = self.next_recording.fetch_add(1, Ordering::Relaxed);
+                // Numbers a replaced pod's predecessor used are skipped.
+                let id = loop {
+                    let id = self.next_recording.fetch_add(1, Ordering::Relaxed);
+                    if !Recorder::taken(base, id) {
+                        break id;
+                    }
+                };
                 let recorder = Recorder::create(base, id)?.write_through();
                 tracing::info!(recording = %Recorder::path(base, id).display(), "recording the connection");
                 Some(recorder)
@@ -553,9 +580,21 @@ impl Session {
         {
             return Err(error.into());
         }
-        // The hypervisor closing (or resetting) the console ends the session.
-        if matches!(end, End::UpstreamClosed | End::Upstream(_)) {
-            self.end(EndReason::UpstreamClosed);
+        // The hypervisor closing (or resetting) the console ends the session;
+        // so does one that stopped answering (a network cut, a dead host),
+        // which says so rather than pretending it closed the console.
+        match &end {
+            End::Upstream(e) if liveness::is_dead_peer(e) => {
+                self.end(EndReason::upstream_failed(
+                    UpstreamFailure::Unreachable,
+                    format!(
+                        "the hypervisor stopped answering (nothing for {}s); the console is lost",
+                        liveness::DEAD_AFTER.as_secs()
+                    ),
+                ));
+            }
+            End::UpstreamClosed | End::Upstream(_) => self.end(EndReason::UpstreamClosed),
+            _ => {}
         }
         Ok(end)
     }

@@ -406,14 +406,62 @@ async fn tls_and_network_failures() {
     let logs = proxy.fails_with(UpstreamFailure::VmNotRunning, &[]).await;
     assert!(logs.contains("not verified"), "{logs}");
 
-    // Nobody listening.
+    // Nobody listening: the viewer is refused, the session waits for it.
     let closed = support::free_port();
     let mut options = PveOptions::new(&sim, "qemu", 100, alice);
     options.url = format!("https://127.0.0.1:{closed}");
     let mut proxy = PveProxy::start(options).await;
     proxy
-        .fails_with(UpstreamFailure::Unreachable, &[&ticket, &csrf])
+        .refused_for_now(UpstreamFailure::Unreachable, &[&ticket, &csrf])
         .await;
+    let logs = proxy.stop().await;
+    for secret in [&ticket, &csrf] {
+        assert!(!logs.contains(secret.as_str()), "a secret in the logs");
+    }
+    sim.shutdown().await;
+}
+
+/// A run-once session's one turn is not spent by a viewer the API outage
+/// refused: the next viewer, once the API is back, still gets the console.
+#[tokio::test]
+async fn an_api_outage_does_not_spend_a_run_once_sessions_turn() {
+    let mut sim = PveSim::start(&config("B", "[{vmid: 100, running: true}]")).await;
+    let alice = Identity::alice(&sim).await;
+    let mut options = PveOptions::new(&sim, "qemu", 100, alice);
+    options.env.push((env::RUN_ONCE, "true".into()));
+    let mut proxy = PveProxy::start(options).await;
+    sim.take_down().await;
+    proxy
+        .refused_for_now(UpstreamFailure::Unreachable, &[])
+        .await;
+    sim.bring_up().await;
+    let viewer = proxy.view().await;
+    drop(viewer);
+    proxy.stop().await;
+    sim.shutdown().await;
+}
+
+/// The Proxmox VE API down for a while: a viewer who comes meanwhile is told
+/// the hypervisor cannot be reached, and the session stays open, so the
+/// next viewer, once the API is back, gets the console.
+#[tokio::test]
+async fn an_api_outage_refuses_viewers_without_ending_the_session() {
+    let mut sim = PveSim::start(&config("B", "[{vmid: 100, running: true}]")).await;
+    let alice = Identity::alice(&sim).await;
+    let mut proxy = PveProxy::start(PveOptions::new(&sim, "qemu", 100, alice)).await;
+    sim.take_down().await;
+    proxy
+        .refused_for_now(UpstreamFailure::Unreachable, &[])
+        .await;
+    proxy
+        .refused_for_now(UpstreamFailure::Unreachable, &[])
+        .await;
+    sim.bring_up().await;
+    let viewer = proxy.view().await;
+    drop(viewer);
+    let metrics = proxy.metrics().await;
+    assert!(metrics.contains("upstream-unavailable"), "{metrics}");
+    proxy.stop().await;
     sim.shutdown().await;
 }
 

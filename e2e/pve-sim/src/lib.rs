@@ -89,7 +89,10 @@ pub struct SimulatorHandle {
     sim: Arc<state::Sim>,
     addr: SocketAddr,
     info: ReadyInfo,
+    tls: Arc<rustls::ServerConfig>,
     server: Option<tokio::task::JoinHandle<()>>,
+    /// Fired to take the API down (see [`SimulatorHandle::take_down`]).
+    outage: tokio_util::sync::CancellationToken,
 }
 
 impl Simulator {
@@ -158,13 +161,21 @@ impl Simulator {
             stop_vms(&sim).await;
             return Err(error.into());
         }
-        let server = tokio::spawn(server::serve(sim.clone(), listener, tls_config));
+        let outage = tokio_util::sync::CancellationToken::new();
+        let server = tokio::spawn(server::serve(
+            sim.clone(),
+            listener,
+            tls_config.clone(),
+            outage.clone(),
+        ));
         tracing::info!(url = %info.url, node = %info.node, behaviour = ?info.behaviour, "PVE simulator ready");
         Ok(SimulatorHandle {
             sim,
             addr,
             info,
+            tls: tls_config,
             server: Some(server),
+            outage,
         })
     }
 }
@@ -215,6 +226,42 @@ impl SimulatorHandle {
         std::fs::write(&tmp, text)?;
         std::fs::rename(&tmp, &path)?;
         Ok(path)
+    }
+
+    /// Takes the API down, as when pveproxy dies: the listener closes (new
+    /// connections are refused) and open API connections are dropped. The
+    /// VMs, tickets and keys stay: [`SimulatorHandle::bring_up`] serves the
+    /// same API on the same address again.
+    pub async fn take_down(&mut self) {
+        self.outage.cancel();
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
+        tracing::info!(url = %self.info.url, "PVE simulator API down");
+    }
+
+    /// Serves the API again on the address it had, after [`SimulatorHandle::take_down`].
+    pub async fn bring_up(&mut self) -> Result<(), Error> {
+        if self.server.is_some() {
+            return Ok(());
+        }
+        // Tokio sets SO_REUSEADDR, so connections the outage left in
+        // TIME_WAIT do not hold the port.
+        let listener = tokio::net::TcpListener::bind(self.addr)
+            .await
+            .map_err(|source| Error::Bind {
+                addr: self.addr.to_string(),
+                source,
+            })?;
+        self.outage = tokio_util::sync::CancellationToken::new();
+        self.server = Some(tokio::spawn(server::serve(
+            self.sim.clone(),
+            listener,
+            self.tls.clone(),
+            self.outage.clone(),
+        )));
+        tracing::info!(url = %self.info.url, "PVE simulator API up again");
+        Ok(())
     }
 
     /// Stops serving, ends vncproxy workers and relays, and stops every VM.

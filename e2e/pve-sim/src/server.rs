@@ -11,6 +11,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
 
 use crate::reply::{self, Body};
 use crate::state::Sim;
@@ -19,8 +20,16 @@ use crate::{api, auth, control};
 const MAX_CONNECTIONS: usize = 256;
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Accepts connections until the simulator shuts down.
-pub async fn serve(sim: Arc<Sim>, listener: TcpListener, tls: Arc<rustls::ServerConfig>) {
+/// Accepts connections until the simulator shuts down, or until `outage`
+/// fires: then the listener closes and every API connection it accepted is
+/// dropped at once (no graceful close), as when pveproxy dies. Consoles
+/// already upgraded to `vncwebsocket` run on in their own tasks.
+pub async fn serve(
+    sim: Arc<Sim>,
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    outage: CancellationToken,
+) {
     let acceptor = TlsAcceptor::from(tls);
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
@@ -30,10 +39,12 @@ pub async fn serve(sim: Arc<Sim>, listener: TcpListener, tls: Arc<rustls::Server
                 Err(_) => return,
             },
             () = sim.shutdown.cancelled() => return,
+            () = outage.cancelled() => return,
         };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = sim.shutdown.cancelled() => return,
+            () = outage.cancelled() => return,
         };
         let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
@@ -47,6 +58,7 @@ pub async fn serve(sim: Arc<Sim>, listener: TcpListener, tls: Arc<rustls::Server
         let acceptor = acceptor.clone();
         let sim = sim.clone();
         let shutdown = sim.shutdown.clone();
+        let outage = outage.clone();
         sim.tracker.clone().spawn(async move {
             let _permit = permit;
             let tls =
@@ -71,6 +83,8 @@ pub async fn serve(sim: Arc<Sim>, listener: TcpListener, tls: Arc<rustls::Server
                     }
                 }
                 () = shutdown.cancelled() => connection.as_mut().graceful_shutdown(),
+                // Dropped mid-request: the client sees its connection reset.
+                () = outage.cancelled() => {}
             }
         });
     }

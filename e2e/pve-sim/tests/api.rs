@@ -626,3 +626,31 @@ async fn websocket_upgrades_need_websocket_13() -> Result<()> {
     sim.shutdown().await;
     Ok(())
 }
+
+/// An outage of the API, for fault-injection tests: while down, connections
+/// are refused; once up again, the same address serves, and what was issued
+/// before (tickets, keys) is still good.
+#[tokio::test]
+async fn the_api_goes_down_and_comes_back_on_the_same_address() -> Result<()> {
+    let mut sim = Sim::start(&config("B")).await?;
+    let auth = ticket_auth(&sim, "alice@pve").await?;
+    let addr = sim.handle.as_ref().unwrap().addr();
+    sim.handle.as_mut().unwrap().take_down().await;
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    assert!(sim.http.get(sim.api("/version")).send().await.is_err());
+    sim.handle.as_mut().unwrap().bring_up().await?;
+    assert_eq!(sim.handle.as_ref().unwrap().addr(), addr);
+    let response = auth
+        .apply(
+            sim.http.get(sim.api("/nodes/pve/qemu/100/status/current")),
+            false,
+        )
+        .send()
+        .await?;
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "a ticket from before the outage"
+    );
+    Ok(())
+}

@@ -330,3 +330,138 @@ pub fn record_figures(figures: &serde_json::Value) -> Result<()> {
     writeln!(file, "{figures}")?;
     Ok(())
 }
+
+// --- Control-plane faults (tests/restarts.rs, tests/apiserver.rs) ---
+
+/// Stops (`"stop"`) or starts again (`"start"`) the test bed's kube-apiserver
+/// with `e2e/scripts/apiserver.sh`; `start` returns once `/readyz` answers.
+pub async fn apiserver(action: &str) -> Result<()> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/apiserver.sh");
+    let output = Command::new(script)
+        .arg(action)
+        .env("PORTHOLE_STATE", state_dir())
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .context("running e2e/scripts/apiserver.sh")?;
+    if !output.status.success() {
+        bail!(
+            "apiserver.sh {action} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// Force-deletes every operator pod (no graceful shutdown, so the leadership
+/// Lease is not released) and returns how many there were: the Deployment
+/// starts another, which leads once the dead one's Lease expires.
+pub async fn kill_operator() -> Result<usize> {
+    let out = kubectl(
+        &[
+            "-n",
+            "porthole-system",
+            "delete",
+            "pod",
+            "-l",
+            "app.kubernetes.io/name=porthole-operator",
+            "--grace-period=0",
+            "--force",
+            "--wait=false",
+        ],
+        None,
+    )
+    .await?;
+    Ok(out.lines().filter(|l| l.contains("deleted")).count())
+}
+
+/// Fault injection on the test bed's node: what a pod's network sees, and
+/// what a session leaves behind.
+pub mod faults {
+    use anyhow::{Context as _, Result, bail};
+    use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+    use kube::Client;
+    use kube::api::{Api, ListParams};
+    use tokio::process::Command;
+
+    /// The label every child of a session carries.
+    const SESSION_LABEL: &str = "porthole.dev/session";
+
+    /// The host pid of the pod's sandbox (its network namespace's holder),
+    /// found by the labels the node agent puts on its podman containers.
+    pub async fn sandbox_pid(pod_uid: &str) -> Result<u32> {
+        let ids = run(
+            "podman",
+            &[
+                "ps",
+                "--filter",
+                &format!("label=io.porthole.pod.uid={pod_uid}"),
+                "--filter",
+                "label=io.porthole.role=sandbox",
+                "--format",
+                "{{.ID}}",
+            ],
+        )
+        .await?;
+        let id = ids
+            .lines()
+            .next()
+            .context("no running sandbox for the pod")?;
+        let pid = run("podman", &["inspect", "--format", "{{.State.Pid}}", id]).await?;
+        let pid: u32 = pid.trim().parse().context("the sandbox's pid")?;
+        if pid == 0 {
+            bail!("the pod's sandbox is not running");
+        }
+        Ok(pid)
+    }
+
+    /// Cuts the network between the pod and `host:port`, both ways, without
+    /// a word to either side (packets dropped: no reset, no ICMP), inside the
+    /// pod's network namespace only. The rules go with the namespace.
+    pub async fn cut_pod_from(pod_uid: &str, host: &str, port: u16) -> Result<()> {
+        let netns = format!("--net=/proc/{}/ns/net", sandbox_pid(pod_uid).await?);
+        let port = port.to_string();
+        for rule in [
+            ["OUTPUT", "-d", host, "--dport", &port],
+            ["INPUT", "-s", host, "--sport", &port],
+        ] {
+            let [chain, dir, addr, port_flag, port] = rule;
+            run(
+                "nsenter",
+                &[
+                    &netns, "iptables", "-w", "-I", chain, dir, addr, "-p", "tcp", port_flag, port,
+                    "-j", "DROP",
+                ],
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// How many Pods, Services and Secrets of sessions are left in `ns`.
+    pub async fn orphans(client: &Client, ns: &str) -> Result<usize> {
+        let lp = ListParams::default().labels(SESSION_LABEL);
+        let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+        let services: Api<Service> = Api::namespaced(client.clone(), ns);
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+        Ok(pods.list_metadata(&lp).await?.items.len()
+            + services.list_metadata(&lp).await?.items.len()
+            + secrets.list_metadata(&lp).await?.items.len())
+    }
+
+    async fn run(program: &str, args: &[&str]) -> Result<String> {
+        let output = Command::new(program)
+            .args(args)
+            .output()
+            .await
+            .with_context(|| format!("running {program}"))?;
+        if !output.status.success() {
+            bail!(
+                "{program} {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(String::from_utf8(output.stdout)?)
+    }
+}

@@ -240,3 +240,40 @@ impl PveSim {
         Ok(())
     }
 }
+
+/// Fault injection: the simulator's API going away and coming back.
+impl PveSim {
+    /// Takes the API down (the listener closes, open API connections drop)
+    /// and waits until connecting is refused.
+    pub async fn take_api_down(&mut self) -> Result<()> {
+        self.handle.take_down().await;
+        let addr = self.handle.addr();
+        crate::cluster::eventually(
+            Duration::from_secs(10),
+            "the simulator's API to refuse connections",
+            || async move {
+                Ok(tokio::net::TcpStream::connect(addr)
+                    .await
+                    .is_err()
+                    .then_some(()))
+            },
+        )
+        .await
+    }
+
+    /// Serves the API again on the same address and waits until it answers.
+    pub async fn bring_api_up(&mut self) -> Result<()> {
+        self.handle.bring_up().await?;
+        let url = format!("{}/api2/json/version", self.url());
+        let http = self.http.clone();
+        crate::cluster::eventually(
+            Duration::from_secs(10),
+            "the simulator's API to answer again",
+            || {
+                let (http, url) = (http.clone(), url.clone());
+                async move { Ok(http.get(&url).send().await.ok().map(drop)) }
+            },
+        )
+        .await
+    }
+}

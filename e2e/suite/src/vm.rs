@@ -139,3 +139,27 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// Fault injection: the VM going away under its viewers.
+impl Vm {
+    /// Kills QEMU (SIGKILL, as a host crash or `qm stop` on a hung guest)
+    /// and waits until it is gone and its VNC port refuses connections.
+    pub async fn kill(&mut self) -> Result<()> {
+        self._child.kill().await.context("killing QEMU")?;
+        let addr = format!("{}:{}", self.host, self.port);
+        eventually(
+            Duration::from_secs(10),
+            "the VM's VNC port to close",
+            || {
+                let addr = addr.clone();
+                async move {
+                    Ok(tokio::net::TcpStream::connect(&addr)
+                        .await
+                        .is_err()
+                        .then_some(()))
+                }
+            },
+        )
+        .await
+    }
+}

@@ -253,6 +253,19 @@ fn message_suffix(message: &str) -> String {
 }
 
 impl Error {
+    /// The API is down or silent (cannot connect, no answer to minting a
+    /// console): worth another try later, unlike a refusal, which says
+    /// something lasting about the credential, the VM or the certificate.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Connect { .. } | Error::ConnectTimeout(_) => true,
+            Error::Timeout { call, .. } | Error::NoAnswer { call, .. } => {
+                matches!(call, Call::Vncproxy)
+            }
+            _ => false,
+        }
+    }
+
     /// What the operator makes of it.
     pub fn failure(&self) -> UpstreamFailure {
         match self {
@@ -426,6 +439,8 @@ impl Client {
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY towards Proxmox VE");
         }
+        // A console outlives this call on the same connection.
+        crate::liveness::watch_or_warn(&tcp);
         let connector = tokio_rustls::TlsConnector::from(tls.clone());
         let stream = timeout(limit, connector.connect(url.server_name.clone(), tcp))
             .await

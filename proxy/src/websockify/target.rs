@@ -78,6 +78,8 @@ impl Destination {
             Destination::Tcp(addr) => {
                 let stream = TcpStream::connect(addr).await?;
                 stream.set_nodelay(true)?;
+                // A target that vanishes without a FIN ends the relay too.
+                crate::liveness::watch_or_warn(&stream);
                 let Some(tls) = tls else {
                     return Ok(Box::new(stream));
                 };

@@ -106,6 +106,21 @@ impl PveSim {
         self.handle.as_ref().unwrap().addr()
     }
 
+    /// Takes the API down: connections to it are refused.
+    pub async fn take_down(&mut self) {
+        self.handle.as_mut().unwrap().take_down().await;
+    }
+
+    /// Serves the API again, on the same address.
+    pub async fn bring_up(&mut self) {
+        self.handle
+            .as_mut()
+            .unwrap()
+            .bring_up()
+            .await
+            .expect("the simulator listens again");
+    }
+
     /// Logs in as `user` (password `NAME-secret`): (ticket, CSRF token).
     pub async fn login(&self, user: &str) -> (String, String) {
         let password = format!("{}-secret", user.split('@').next().unwrap());
@@ -385,6 +400,31 @@ impl PveProxy {
         assert!(rfb.width > 0 && rfb.height > 0);
         rfb.wait_for_pixels().await;
         rfb
+    }
+
+    /// Opens a viewer that must be refused *for now* with `failure`: the
+    /// close reason says why, with none of `secrets`, and the session stays
+    /// open (still ready, not exited) for the next attempt.
+    pub async fn refused_for_now(&mut self, failure: UpstreamFailure, secrets: &[&str]) {
+        let (ws, _) = self.viewer().await.expect("the WebSocket opens");
+        let mut rfb = RfbClient::new(ws);
+        let reason = rfb.closed().await;
+        let prefix = format!("upstream-failed: {}: ", failure.label());
+        assert!(
+            reason.starts_with(&prefix),
+            "close reason {reason:?}, expected {prefix}..."
+        );
+        assert!(rfb.received.is_empty(), "the viewer got RFB bytes");
+        for secret in secrets.iter().chain(&[TOKEN]) {
+            assert!(!reason.contains(secret), "a secret in {reason}");
+        }
+        assert!(
+            self.child.try_wait().unwrap().is_none(),
+            "the session ended"
+        );
+        let (status, _) = http_get(self.addr, "/readyz").await.unwrap();
+        assert_eq!(status, 200, "the session is no longer ready");
+        assert!(self.termination_message().is_none());
     }
 
     /// Opens a viewer that must be refused because the console failed with
