@@ -55,6 +55,41 @@ def fuzz_targets(summary):
     return sorted(rows)
 
 
+def cell(text):
+    """A table cell: no pipes or newlines from the figures."""
+    return "" if text is None else str(text).replace("|", "/").replace("\n", " ")
+
+
+STAGES = [("created", "sessions created"), ("starting", "starting"), ("open", "open"),
+          ("expiring", "within 5 s of their deadline"),
+          ("cleaning_up", "ended, proxy pod not yet deleted"), ("ended", "ended")]
+
+
+def fault_details(f):
+    """Lines about one test beyond its row: where random kills landed, how long
+    an outage lasted."""
+    lines = []
+    kills = f.get("kills") or []
+    if kills:
+        lines += ["", f"`{f.get('test')}`: kill schedule seed {f.get('seed')} "
+                  "(`PORTHOLE_FAULT_SEED` replays it); each kill and what the sessions "
+                  "were doing at that moment:", "",
+                  "| kill at (s) | " + " | ".join(label for _, label in STAGES) + " |",
+                  "|---|" + "---|" * len(STAGES)]
+        for k in kills:
+            lines.append(f"| {k.get('at_secs', 0):.1f} | "
+                         + " | ".join(str(k.get(key, 0)) for key, _ in STAGES) + " |")
+        during = {key: sum(1 for k in kills if k.get(key, 0) > 0) for key, _ in STAGES}
+        lines += ["", "Kills that came while some sessions were starting: "
+                  f"{during['starting']}, open: {during['open']}, at their deadline: "
+                  f"{during['expiring']}, being cleaned up: {during['cleaning_up']}."]
+    if "outage_seconds" in f:
+        lines += ["", f"`{f.get('test')}`: the outage lasted {f['outage_seconds']:.0f} s; "
+                  f"the operator restarted {f.get('operator_restarts', 0)} time(s) "
+                  "across it."]
+    return lines
+
+
 def main():
     fuzz = fuzz_targets(load_json(ROOT / "fuzz" / "target" / "summary.json"))
     faults = load_lines(STATE / "reliability" / "faults.jsonl")
@@ -103,13 +138,24 @@ def main():
         lines.append("No fuzzing summary in this run (`fuzz/target/summary.json`).")
     lines += ["", "## Faults", ""]
     if faults:
-        lines += ["| test | fault | injected | sessions | lost | orphans |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            "Each fault-injection e2e test injects its fault into the running test bed, "
+            "then checks what users see and that the cluster converges: every session "
+            "ends with the right reason within 2 s of its deadline (else it counts as "
+            "lost), none is left short of a final phase, and no pod, Service, Secret or "
+            "NetworkPolicy outlives its session (else it counts as an orphan).",
+            "",
+            "| test | fault | outcome | injected | sessions | lost | orphans |",
+            "|---|---|---|---|---|---|---|"]
         for f in faults:
             lines.append(
-                f"| `{f.get('test')}` | {f.get('fault')} | {f.get('faults_injected', 0)} | "
-                f"{f.get('sessions_run', 0)} | {f.get('sessions_lost', 0)} | "
-                f"{f.get('orphans_left', 0)} |")
+                f"| `{f.get('test')}` | {cell(f.get('fault'))} | {cell(f.get('outcome'))} | "
+                f"{f.get('faults_injected', 0)} | {f.get('sessions_run', 0)} | "
+                f"{f.get('sessions_lost', 0)} | {f.get('orphans_left', 0)} |")
+        lines.append(
+            f"| **total** | | | **{injected:,}** | **{run:,}** | **{lost:,}** | **{orphans:,}** |")
+        for f in faults:
+            lines += fault_details(f)
     else:
         lines.append("No fault-injection figures in this run (`.e2e/reliability/faults.jsonl`).")
     lines += ["", "## Secrets in logs, Events and status", ""]
