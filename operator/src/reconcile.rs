@@ -107,11 +107,18 @@ pub async fn reconcile(session: Arc<ConsoleSession>, ctx: Arc<Context>) -> Resul
 
     let now = Timestamp::now();
     if now >= plan.expires_at {
-        let verdict = Verdict::new(
-            SessionPhase::Expired,
-            Reason::Expired,
-            "the session reached its time limit",
-        );
+        // It ended at its deadline, whenever we notice: the proxy stops serving
+        // then by itself, and a session that never started served nobody after.
+        let deadline = Time(plan.expires_at);
+        let verdict = Verdict {
+            expires_at: Some(deadline.clone()),
+            ended_at: Some(deadline),
+            ..Verdict::new(
+                SessionPhase::Expired,
+                Reason::Expired,
+                "the session reached its time limit",
+            )
+        };
         finish(&session, &ctx, &children, verdict).await?;
         return Ok(Action::await_change());
     }
@@ -523,14 +530,18 @@ async fn settle(
 ) -> Result<Action> {
     if let Some(deadline) = waiting_deadline(session).filter(|_| !verdict.phase.is_final()) {
         if Timestamp::now() >= deadline {
-            verdict = Verdict::new(
-                SessionPhase::Expired,
-                Reason::Expired,
-                format!(
-                    "the session reached its time limit before it could start: {}",
-                    verdict.message
-                ),
-            );
+            verdict = Verdict {
+                expires_at: Some(Time(deadline)),
+                ended_at: Some(Time(deadline)),
+                ..Verdict::new(
+                    SessionPhase::Expired,
+                    Reason::Expired,
+                    format!(
+                        "the session reached its time limit before it could start: {}",
+                        verdict.message
+                    ),
+                )
+            };
         } else {
             retry = retry.min(time_until(deadline));
         }
