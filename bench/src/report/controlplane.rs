@@ -340,7 +340,10 @@ pub fn verdicts(cp: Option<&ControlPlane>) -> Vec<(Verdict, Option<String>)> {
 
     let ended = scale.and_then(|s| Spread::of(&s.ended_minus_expires_s));
     let seen = scale.and_then(|s| Spread::of(&s.seen_expired_minus_expires_s));
-    let worst = ended.map(|e| e.max.abs().max(e.min.abs()));
+    // When the session was seen Expired, not its endedAt: an operator that
+    // notices a deadline late records the deadline itself as endedAt (the
+    // proxy stopped serving then), so endedAt cannot show the operator's lag.
+    let worst = seen.or(ended).map(|e| e.max.abs().max(e.min.abs()));
     let v = single(
         format!("{n} sessions: expiry within {EXPIRY_S} s of status.expiresAt ({fake})"),
         worst,
@@ -348,8 +351,8 @@ pub fn verdicts(cp: Option<&ControlPlane>) -> Vec<(Verdict, Option<String>)> {
         " s",
         match (ended, seen) {
             (Some(e), Some(o)) => format!(
-                "endedAt − expiresAt median {:.0} s, min {:.0}, max {:.0} (seen Expired: median {:.2} s, max {:.2})",
-                e.p50, e.min, e.max, o.p50, o.max
+                "seen Expired − expiresAt median {:.2} s, max {:.2} (endedAt − expiresAt median {:.0} s, max {:.0})",
+                o.p50, o.max, e.p50, e.max
             ),
             (Some(e), None) => format!(
                 "endedAt − expiresAt median {:.0} s, min {:.0}, max {:.0}",
@@ -570,7 +573,11 @@ fn bed_cpu_in_words(s: &Scale) -> String {
 
 fn why_expiry(s: &Scale) -> String {
     let (first, last) = deadlines(s).unwrap_or((f64::NAN, f64::NAN));
-    let late = s.ended_minus_expires_s.iter().filter(|&&d| d > 1.0).count();
+    let late = s
+        .seen_expired_minus_expires_s
+        .iter()
+        .filter(|&&d| d > 1.0)
+        .count();
     let end = last + s.all_expired_after_deadline_s.unwrap_or(0.0);
     let connections = s
         .samples
@@ -582,12 +589,11 @@ fn why_expiry(s: &Scale) -> String {
             format!(" It held up to {n} connections to the API server meanwhile.")
         });
     format!(
-        "the operator wakes each session at its deadline (a requeue computed when the session's \
-         previous reconcile began, so a slow reconcile makes a late wake-up), then writes the \
-         final status, records an Event and deletes the children (Pod, Service, Secret, \
-         NetworkPolicy, Ingress) one request after another. The {} deadlines fell within {:.0} s \
-         of one another, so about {:.0} such reconciles were due each second; {late} sessions \
-         ended more than 1 s late, the last {:.1} s after the last deadline. Over that span the \
+        "the operator wakes each session at its deadline, then writes the final status, records \
+         an Event and deletes the children (Pod, Service, Secret, NetworkPolicy, Ingress) one \
+         request after another. The {} deadlines fell within {:.0} s of one another, so about \
+         {:.0} such reconciles were due each second; {late} sessions were seen Expired more than \
+         1 s late, the last {:.1} s after the last deadline. Over that span the \
          operator used {}, so it waited on the API server rather than computed.{connections}{} \
          {}.",
         s.sessions,
