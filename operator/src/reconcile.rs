@@ -75,6 +75,9 @@ pub async fn reconcile(session: Arc<ConsoleSession>, ctx: Arc<Context>) -> Resul
     }
 
     let existing_pod = children.pods.get_opt(&children.name).await?;
+    if let Some(stale) = existing_pod.as_ref().filter(|p| !owned_by(*p, &session)) {
+        return wait_for_predecessor(&session, &ctx, "pod", &stale.name_any()).await;
+    }
     if let Some(verdict) = existing_pod.as_ref().and_then(pod_outcome) {
         finish(&session, &ctx, &children, verdict).await?;
         return Ok(Action::await_change());
@@ -91,6 +94,13 @@ pub async fn reconcile(session: Arc<ConsoleSession>, ctx: Arc<Context>) -> Resul
     }
 
     let observed = dereference(&session, &ctx, &children, existing_pod.is_some()).await?;
+    if let Some(stale) = observed
+        .session_secret
+        .as_ref()
+        .filter(|s| !owned_by(*s, &session))
+    {
+        return wait_for_predecessor(&session, &ctx, "Secret", &stale.name_any()).await;
+    }
     let plan = match plan(&session, &observed, &ctx.config, new_token) {
         Ok(plan) => plan,
         // Watches on Hypervisors bring a waiting session back; the retry is a backstop.
@@ -175,6 +185,37 @@ pub async fn reconcile(session: Arc<ConsoleSession>, ctx: Arc<Context>) -> Resul
             .min(until_renewal)
             .min(Duration::from_secs(300)),
     ))
+}
+
+/// Whether `object` belongs to this session, not to an earlier one of the
+/// same name whose children are still being deleted.
+fn owned_by(object: &impl Resource, session: &ConsoleSession) -> bool {
+    let uid = session.meta().uid.as_deref();
+    object
+        .meta()
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|owner| Some(owner.uid.as_str()) == uid)
+}
+
+/// A session re-created under the name of one just deleted finds that one's
+/// pod or Secret still there, going away: taking it over would end the new
+/// session with the old pod's end, or give it the old token. It waits; the
+/// deletion brings it back (the pod is watched), the retry is a backstop.
+async fn wait_for_predecessor(
+    session: &ConsoleSession,
+    ctx: &Context,
+    kind: &str,
+    name: &str,
+) -> Result<Action> {
+    let verdict = Verdict::new(
+        SessionPhase::Pending,
+        Reason::ProxyStarting,
+        format!("waiting for {kind} {name} of an earlier session with this name to be deleted"),
+    );
+    update_status(session, ctx, &verdict).await?;
+    Ok(Action::requeue(Duration::from_secs(2)))
 }
 
 /// Whether a run-once session has had its one viewer, as the proxy reported.
@@ -667,6 +708,26 @@ mod tests {
             "status": {"viewers": {"count": 0, "connections": connections}},
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn only_children_owned_by_this_session_uid_are_its_own() {
+        let mut current = session(false, 0);
+        current.metadata.uid = Some("new".into());
+        let child = |uid: &str| -> k8s_openapi::api::core::v1::Pod {
+            serde_json::from_value(super::json!({
+                "metadata": {"name": "console-s", "ownerReferences": [{
+                    "apiVersion": "porthole.dev/v1alpha1", "kind": "ConsoleSession",
+                    "name": "s", "uid": uid}]}
+            }))
+            .unwrap()
+        };
+        assert!(super::owned_by(&child("new"), &current));
+        assert!(!super::owned_by(&child("old"), &current));
+        assert!(!super::owned_by(
+            &k8s_openapi::api::core::v1::Pod::default(),
+            &current
+        ));
     }
 
     #[test]

@@ -72,6 +72,79 @@ async fn bad_specs_are_rejected_by_the_apiserver_with_readable_messages() -> Res
 }
 
 #[tokio::test]
+async fn a_session_recreated_under_a_deleted_ones_name_gets_its_own_pod_and_token() -> Result<()> {
+    let client = client().await?;
+    let ns = TestNamespace::create(&client, "recreated").await?;
+    let hv = format!("recreated-{}", unique_suffix());
+    let first = session(&ns.name, "again", &hv, "");
+    kubectl(
+        &["apply", "-f", "-"],
+        Some(&(hypervisor(&hv, "{}") + "---\n" + &first)),
+    )
+    .await?;
+    wait_for_session(
+        &ns.name,
+        "again",
+        "condition=Ready",
+        Duration::from_secs(60),
+    )
+    .await?;
+    let sessions: Api<ConsoleSession> = Api::namespaced(client.clone(), &ns.name);
+    let old = sessions.get("again").await?;
+    let old_url = old.status.and_then(|s| s.url).context("old url")?;
+
+    // Deleted and applied again at once: the old pod and Secret are still
+    // going away when the new session is first reconciled.
+    kubectl(
+        &[
+            "-n",
+            &ns.name,
+            "delete",
+            "consolesession",
+            "again",
+            "--wait=false",
+        ],
+        None,
+    )
+    .await?;
+    kubectl(&["apply", "-f", "-"], Some(&first)).await?;
+    let old_uid = old.metadata.uid.context("uid")?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    let new = porthole_e2e::cluster::eventually(
+        Duration::from_secs(90),
+        "the new session Ready with a pod of its own",
+        || {
+            let (sessions, pods, old_uid) = (sessions.clone(), pods.clone(), old_uid.clone());
+            async move {
+                let Some(new) = sessions.get_opt("again").await? else {
+                    return Ok(None);
+                };
+                let uid = new.metadata.uid.clone().unwrap_or_default();
+                let phase = new.status.as_ref().and_then(|s| s.phase);
+                anyhow::ensure!(
+                    !phase.is_some_and(SessionPhase::is_final),
+                    "the new session ended: {:?}",
+                    new.status
+                );
+                let pod_owner = pods
+                    .get_opt("console-again")
+                    .await?
+                    .and_then(|p| p.metadata.owner_references?.first().map(|o| o.uid.clone()));
+                let ready = uid != old_uid
+                    && phase == Some(SessionPhase::Ready)
+                    && pod_owner.as_deref() == Some(uid.as_str());
+                Ok(ready.then_some(new))
+            }
+        },
+    )
+    .await?;
+    let new_url = new.status.and_then(|s| s.url).context("new url")?;
+    assert_ne!(new_url, old_url, "the new session has a token of its own");
+    kubectl(&["delete", "hypervisor", &hv], None).await?;
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_session_whose_hypervisor_never_comes_expires_at_its_timeout() -> Result<()> {
     let client = client().await?;
     let ns = TestNamespace::create(&client, "neverstarts").await?;
