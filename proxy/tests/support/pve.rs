@@ -402,10 +402,9 @@ impl PveProxy {
         rfb
     }
 
-    /// Opens a viewer that must be refused *for now* with `failure`: the
-    /// close reason says why, with none of `secrets`, and the session stays
-    /// open (still ready, not exited) for the next attempt.
-    pub async fn refused_for_now(&mut self, failure: UpstreamFailure, secrets: &[&str]) {
+    /// Opens a viewer and waits until it is closed with a reason that names
+    /// `failure`; returns the viewer (what it received) and the reason.
+    async fn closed_for(&mut self, failure: UpstreamFailure) -> (RfbClient<TcpStream>, String) {
         let (ws, _) = self.viewer().await.expect("the WebSocket opens");
         let mut rfb = RfbClient::new(ws);
         let reason = rfb.closed().await;
@@ -414,6 +413,14 @@ impl PveProxy {
             reason.starts_with(&prefix),
             "close reason {reason:?}, expected {prefix}..."
         );
+        (rfb, reason)
+    }
+
+    /// Opens a viewer that must be refused *for now* with `failure`: the
+    /// close reason says why, with none of `secrets`, and the session stays
+    /// open (still ready, not exited) for the next attempt.
+    pub async fn refused_for_now(&mut self, failure: UpstreamFailure, secrets: &[&str]) {
+        let (rfb, reason) = self.closed_for(failure).await;
         assert!(rfb.received.is_empty(), "the viewer got RFB bytes");
         for secret in secrets.iter().chain(&[TOKEN]) {
             assert!(!reason.contains(secret), "a secret in {reason}");
@@ -431,14 +438,7 @@ impl PveProxy {
     /// `failure`: checks the close reason, the exit code, the termination
     /// message, and that the logs hold none of `secrets`. Returns the logs.
     pub async fn fails_with(&mut self, failure: UpstreamFailure, secrets: &[&str]) -> String {
-        let (ws, _) = self.viewer().await.expect("the WebSocket opens");
-        let mut rfb = RfbClient::new(ws);
-        let reason = rfb.closed().await;
-        let prefix = format!("upstream-failed: {}: ", failure.label());
-        assert!(
-            reason.starts_with(&prefix),
-            "close reason {reason:?}, expected {prefix}..."
-        );
+        let (rfb, reason) = self.closed_for(failure).await;
         assert!(
             rfb.received.is_empty(),
             "the viewer got RFB bytes: {:?}",
