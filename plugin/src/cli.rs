@@ -94,6 +94,11 @@ pub struct Cli {
     #[arg(long, action = ArgAction::SetTrue)]
     pub run_once: bool,
 
+    /// Record every viewer connection into this PersistentVolumeClaim of the
+    /// session's namespace, under <session>/<uid>/connection.N.
+    #[arg(long, value_name = "CLAIM", value_parser = claim_name)]
+    pub record: Option<String>,
+
     /// Name of the session [default: console-<VM>-<5 random characters>].
     #[arg(long, value_name = "NAME", value_parser = session_name)]
     pub name: Option<String>,
@@ -117,7 +122,8 @@ pub struct Cli {
         value_parser = session_name,
         conflicts_with_all = [
             "vm", "hypervisor", "kind", "timeout", "connect_timeout", "idle_timeout",
-            "view_only", "shared", "run_once", "name", "wait_timeout", "open", "output",
+            "view_only", "shared", "run_once", "record", "name", "wait_timeout", "open",
+            "output",
         ]
     )]
     pub delete: Option<String>,
@@ -196,6 +202,7 @@ impl Cli {
                         view_only: self.view_only,
                         shared: self.shared,
                         run_once: self.run_once,
+                        record: self.record,
                     },
                     vm,
                     name: self.name,
@@ -220,6 +227,10 @@ fn parse_vm(text: &str) -> Result<VmArg, crate::vm::VmArgError> {
 
 fn hypervisor_name(text: &str) -> Result<String, NameError> {
     validate_name("hypervisor name", text).map(|()| text.to_string())
+}
+
+fn claim_name(text: &str) -> Result<String, NameError> {
+    validate_name("claim name", text).map(|()| text.to_string())
 }
 
 fn session_name(text: &str) -> Result<String, NameError> {
@@ -322,6 +333,8 @@ mod tests {
             "--view-only",
             "--shared",
             "--run-once",
+            "--record",
+            "recordings",
             "--name",
             "mine",
             "--wait-timeout",
@@ -357,6 +370,7 @@ mod tests {
         assert_eq!(session.connect_timeout.as_deref(), Some("5m"));
         assert_eq!(session.idle_timeout.as_deref(), Some("10m"));
         assert!(session.view_only && session.shared && session.run_once);
+        assert_eq!(session.record.as_deref(), Some("recordings"));
     }
 
     #[test]
@@ -398,6 +412,10 @@ mod tests {
                 "session name",
             ),
             (&["5910", "--hypervisor", "h", "-n", "a.b"], "namespace"),
+            (
+                &["5910", "--hypervisor", "h", "--record", "My Claim"],
+                "claim name",
+            ),
             (&["--delete", ""], "empty"),
         ];
         for (args, expected) in cases {

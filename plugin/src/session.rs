@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use porthole_api::v1alpha1::{ConsoleSession, ConsoleSessionSpec, ViewerPolicy, Viewers, VmRef};
+use porthole_api::v1alpha1::{
+    ConsoleSession, ConsoleSessionSpec, Record, ViewerPolicy, Viewers, VmRef,
+};
 use rand::Rng;
 
 use crate::vm::VmArg;
@@ -35,6 +37,8 @@ pub struct SessionOptions {
     pub view_only: bool,
     pub shared: bool,
     pub run_once: bool,
+    /// The PersistentVolumeClaim viewer connections are recorded into.
+    pub record: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -61,6 +65,10 @@ pub fn build(name: &str, namespace: &str, options: &SessionOptions) -> ConsoleSe
     spec.idle_timeout = options.idle_timeout.clone();
     spec.run_once = options.run_once.then_some(true);
     spec.viewers = viewers;
+    spec.record = options
+        .record
+        .clone()
+        .map(|claim_name| Record { claim_name });
     let mut session = ConsoleSession::new(name, spec);
     session.metadata = ObjectMeta {
         name: Some(name.to_string()),
@@ -193,6 +201,7 @@ mod tests {
             view_only: true,
             shared: true,
             run_once: true,
+            record: Some("recordings".into()),
         };
         let spec = serde_json::to_value(build("s", "ns", &options).spec).unwrap();
         assert_eq!(
@@ -204,7 +213,8 @@ mod tests {
                 "connectTimeout": "2m",
                 "idleTimeout": "10m",
                 "runOnce": true,
-                "viewers": {"policy": "shared", "viewOnly": true}
+                "viewers": {"policy": "shared", "viewOnly": true},
+                "record": {"claimName": "recordings"}
             })
         );
     }
