@@ -148,7 +148,7 @@ pub struct Request {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
-    Create(CreateRequest),
+    Create(Box<CreateRequest>),
     Delete { name: String },
 }
 
@@ -192,7 +192,7 @@ impl Cli {
                 if let (VmArg::Port(port), Some(_)) = (&vm, self.kind) {
                     return Err(ArgError::KindWithPort(*port));
                 }
-                Action::Create(CreateRequest {
+                Action::Create(Box::new(CreateRequest {
                     session: SessionOptions {
                         hypervisor,
                         vm: vm.to_vm_ref(self.kind),
@@ -209,7 +209,7 @@ impl Cli {
                     wait_timeout: self.wait_timeout,
                     open: self.open,
                     output: self.output,
-                })
+                }))
             }
             _ => return Err(ArgError::Missing),
         };
@@ -282,7 +282,7 @@ mod tests {
 
     fn create(args: &[&str]) -> CreateRequest {
         match parse(args).unwrap().action {
-            Action::Create(create) => create,
+            Action::Create(create) => *create,
             other => panic!("{other:?}"),
         }
     }
