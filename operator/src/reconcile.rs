@@ -64,6 +64,12 @@ pub async fn reconcile(session: Arc<ConsoleSession>, ctx: Arc<Context>) -> Resul
     let children = Children::new(&ctx, &ns, &child_name(&session.name_any()));
     let previous = session.status.as_ref();
 
+    if session.meta().deletion_timestamp.is_some() {
+        // Being deleted (in the foreground, or held by someone's finalizer):
+        // the garbage collector removes its children; nothing new is made.
+        ctx.viewer_watches.stop(&ObjectRef::from_obj(&*session));
+        return Ok(Action::await_change());
+    }
     if let Some(ended) = previous.filter(|s| s.phase.is_some_and(SessionPhase::is_final)) {
         ctx.viewer_watches.stop(&ObjectRef::from_obj(&*session));
         let uid = session.uid().unwrap_or_default();
@@ -76,7 +82,13 @@ pub async fn reconcile(session: Arc<ConsoleSession>, ctx: Arc<Context>) -> Resul
 
     let existing_pod = children.pods.get_opt(&children.name).await?;
     if let Some(stale) = existing_pod.as_ref().filter(|p| !owned_by(*p, &session)) {
-        return wait_for_predecessor(&session, &ctx, "pod", &stale.name_any()).await;
+        return wait_for_predecessor(&session, &ctx, &children, "pod", &stale.name_any()).await;
+    }
+    if let Some(going) = existing_pod
+        .as_ref()
+        .filter(|p| p.metadata.deletion_timestamp.is_some())
+    {
+        return wait_for_replacement(&session, &ctx, &children, &going.name_any()).await;
     }
     if let Some(verdict) = existing_pod.as_ref().and_then(pod_outcome) {
         finish(&session, &ctx, &children, verdict).await?;
@@ -99,7 +111,7 @@ pub async fn reconcile(session: Arc<ConsoleSession>, ctx: Arc<Context>) -> Resul
         .as_ref()
         .filter(|s| !owned_by(*s, &session))
     {
-        return wait_for_predecessor(&session, &ctx, "Secret", &stale.name_any()).await;
+        return wait_for_predecessor(&session, &ctx, &children, "Secret", &stale.name_any()).await;
     }
     let plan = match plan(&session, &observed, &ctx.config, new_token) {
         Ok(plan) => plan,
@@ -150,9 +162,9 @@ pub async fn reconcile(session: Arc<ConsoleSession>, ctx: Arc<Context>) -> Resul
     )
     .await?;
     // Ready means a viewer can connect now: the pod is ready *and* the Service
-    // routes to it, which happens only once its EndpointSlice lists it as ready.
-    let routed =
-        pod_is_ready(&pod) && service_has_ready_endpoint(&ctx, &ns, &children.name).await?;
+    // routes to it, which happens only once its EndpointSlice lists *this* pod
+    // as ready (a replaced pod's endpoint can linger there for a while).
+    let routed = pod_is_ready(&pod) && service_routes_to(&ctx, &ns, &children.name, &pod).await?;
     let url = plan.exposure.url(
         &service,
         &pod,
@@ -206,6 +218,7 @@ fn owned_by(object: &impl Resource, session: &ConsoleSession) -> bool {
 async fn wait_for_predecessor(
     session: &ConsoleSession,
     ctx: &Context,
+    children: &Children,
     kind: &str,
     name: &str,
 ) -> Result<Action> {
@@ -214,8 +227,29 @@ async fn wait_for_predecessor(
         Reason::ProxyStarting,
         format!("waiting for {kind} {name} of an earlier session with this name to be deleted"),
     );
-    update_status(session, ctx, &verdict).await?;
-    Ok(Action::requeue(Duration::from_secs(2)))
+    settle(session, ctx, children, verdict, Duration::from_secs(2)).await
+}
+
+/// The session's pod is being deleted by someone else: the operator deletes
+/// pods only of sessions that have ended. A drain, an eviction or `kubectl
+/// delete pod` stops the proxy, which then reports `completed`: that says
+/// nothing about the session, so it is not taken as its end. Once the pod is
+/// gone (the watch brings the session back) another starts at the same URL.
+async fn wait_for_replacement(
+    session: &ConsoleSession,
+    ctx: &Context,
+    children: &Children,
+    pod: &str,
+) -> Result<Action> {
+    let verdict = Verdict::new(
+        SessionPhase::Pending,
+        Reason::ProxyStopping,
+        format!(
+            "console proxy pod {pod} is being deleted; another starts at the same URL once it \
+             is gone, and viewers must reconnect"
+        ),
+    );
+    settle(session, ctx, children, verdict, Duration::from_secs(10)).await
 }
 
 /// Whether a run-once session has had its one viewer, as the proxy reported.
@@ -437,7 +471,10 @@ async fn apply(
             // A session that published a URL had a pod: it was deleted or
             // evicted under its viewers. Its replacement serves the same URL,
             // token and deadline; say so, since the viewers were cut off.
-            let replacing = session.status.as_ref().is_some_and(|s| s.url.is_some());
+            // The session had a pod: it published a URL, or saw it deleted.
+            let replacing = session.status.as_ref().is_some_and(|s| {
+                s.url.is_some() || s.reason.as_deref() == Some(Reason::ProxyStopping.as_str())
+            });
             let pod = children
                 .pods
                 .patch(&children.name, &params, &Patch::Apply(&plan.pod()))
@@ -539,22 +576,30 @@ fn open_verdict(url: String, viewers: Option<SeenViewers>) -> Verdict {
     }
 }
 
-async fn service_has_ready_endpoint(ctx: &Context, ns: &str, service: &str) -> Result<bool> {
+async fn service_routes_to(ctx: &Context, ns: &str, service: &str, pod: &Pod) -> Result<bool> {
     let slices: Api<EndpointSlice> = Api::namespaced(ctx.client.clone(), ns);
     let selector = format!("kubernetes.io/service-name={service}");
     let list = slices
         .list(&kube::api::ListParams::default().labels(&selector))
         .await?;
+    let Some(pod_uid) = pod.metadata.uid.as_deref() else {
+        return Ok(false);
+    };
     Ok(list
         .items
         .iter()
         .flat_map(|slice| &slice.endpoints)
         .any(|endpoint| {
-            endpoint
+            let this_pod = endpoint
+                .target_ref
+                .as_ref()
+                .is_some_and(|target| target.uid.as_deref() == Some(pod_uid));
+            let ready = endpoint
                 .conditions
                 .as_ref()
                 .and_then(|c| c.ready)
-                .unwrap_or(false)
+                .unwrap_or(false);
+            this_pod && ready
         }))
 }
 

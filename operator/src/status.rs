@@ -12,6 +12,9 @@ pub const CONDITION_READY: &str = "Ready";
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reason {
     ProxyStarting,
+    /// Someone else deletes the proxy pod (a drain, an eviction, by hand):
+    /// another starts at the same URL once it is gone.
+    ProxyStopping,
     ProxyReady,
     /// The proxy runs; its Service waits for an address (node port, load balancer).
     AwaitingAddress,
@@ -42,6 +45,7 @@ impl Reason {
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::ProxyStarting => "ProxyStarting",
+            Reason::ProxyStopping => "ProxyStopping",
             Reason::ProxyReady => "ProxyReady",
             Reason::ViewerConnected => "ViewerConnected",
             Reason::AwaitingAddress => "AwaitingAddress",

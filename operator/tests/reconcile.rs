@@ -283,6 +283,13 @@ enum Scenario {
     NewSession { network_policies: bool },
     /// Pod, Secret and Service exist; the pod is ready and its Service routes to it.
     StartedSessionBecomesReady,
+    /// The pod is ready, but the only ready endpoint of its Service is another
+    /// (replaced) pod's.
+    StartedSessionRoutedElsewhere,
+    /// Someone else deletes the running proxy pod (a drain, `kubectl delete`).
+    PodDeletedByOthers,
+    /// The session itself is being deleted in the foreground.
+    SessionBeingDeleted,
     /// The session's namespace does not carry the label the Hypervisor selects.
     NamespaceNotAllowed,
     /// The proxy pod still runs, but the session's timeout has passed.
@@ -398,10 +405,29 @@ impl ApiServerVerifier {
                     self.apply_network_policy().await;
                     self.apply_service().await;
                     self.delete(INGRESS, Stored::No).await;
-                    self.list_endpoint_slices(true).await;
+                    self.list_endpoint_slices(true, "pod-uid").await;
                     self.patch_status().await;
                     self.event().await;
                 }
+                Scenario::StartedSessionRoutedElsewhere => {
+                    self.secrets.push(TOKEN.to_string());
+                    self.get(POD, Some(running_pod(true))).await;
+                    self.dereference(true, Some(session_secret())).await;
+                    self.apply_network_policy().await;
+                    self.apply_service().await;
+                    self.delete(INGRESS, Stored::No).await;
+                    self.list_endpoint_slices(true, "replaced-pod-uid").await;
+                    self.patch_status().await;
+                }
+                Scenario::PodDeletedByOthers => {
+                    let mut pod = running_pod(true);
+                    pod["metadata"]["deletionTimestamp"] = json!(seconds_ago(1).to_string());
+                    pod["metadata"]["deletionGracePeriodSeconds"] = json!(30);
+                    self.get(POD, Some(pod)).await;
+                    self.patch_status().await;
+                    self.event().await;
+                }
+                Scenario::SessionBeingDeleted => {}
                 Scenario::NamespaceNotAllowed => {
                     self.get(POD, None).await;
                     self.dereference(false, None).await;
@@ -653,7 +679,8 @@ impl ApiServerVerifier {
         }
     }
 
-    async fn list_endpoint_slices(&mut self, ready: bool) {
+    /// The Service's one endpoint, `ready` or not, pointing at the pod `pod_uid`.
+    async fn list_endpoint_slices(&mut self, ready: bool, pod_uid: &str) {
         let received = self.next(Method::GET, ENDPOINT_SLICES).await;
         assert_eq!(
             received.query,
@@ -670,7 +697,8 @@ impl ApiServerVerifier {
                 "metadata": {"name": format!("{CHILD}-x7k2p"), "namespace": NS,
                              "labels": {"kubernetes.io/service-name": CHILD}},
                 "addressType": "IPv4",
-                "endpoints": [{"addresses": ["10.88.0.7"], "conditions": {"ready": ready}}],
+                "endpoints": [{"addresses": ["10.88.0.7"], "conditions": {"ready": ready},
+                               "targetRef": {"kind": "Pod", "namespace": NS, "name": CHILD, "uid": pod_uid}}],
                 "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
             }],
         });
@@ -963,6 +991,83 @@ async fn a_started_session_keeps_its_pod_and_token_and_becomes_ready_once_routed
     );
     assert_eq!(status.conditions[0].status, "True");
     assert_eq!(transcript.event_reasons(), [("Normal", "ProxyReady")]);
+}
+
+#[tokio::test]
+async fn a_ready_pod_is_not_announced_while_its_service_still_routes_to_a_replaced_one() {
+    let previous = status(
+        SessionPhase::Pending,
+        "ProxyStarting",
+        "waiting for the console proxy to become ready",
+    );
+    let (result, transcript) = reconcile_with(
+        session("30m", 60, Some(previous)),
+        config(true),
+        Scenario::StartedSessionRoutedElsewhere,
+    )
+    .await;
+
+    // Still Pending: the EndpointSlice watch brings the session back once
+    // the Service routes to this pod.
+    result.expect("reconcile");
+    let status = transcript.only_status();
+    assert_eq!(status.phase, Some(SessionPhase::Pending));
+    assert_eq!(status.reason.as_deref(), Some("ProxyStarting"));
+    assert_eq!(status.url, None, "no URL before it works");
+    assert!(
+        transcript.event_reasons().is_empty(),
+        "the reason did not change"
+    );
+}
+
+#[tokio::test]
+async fn a_proxy_pod_deleted_by_someone_else_is_waited_for_not_taken_as_the_sessions_end() {
+    let previous = status(SessionPhase::Ready, "ProxyReady", "the console is ready");
+    let (result, transcript) = reconcile_with(
+        session("30m", 60, Some(previous)),
+        config(true),
+        Scenario::PodDeletedByOthers,
+    )
+    .await;
+
+    // Pending until the pod is gone (the pod watch brings the session back);
+    // nothing deleted, nothing applied.
+    let retry = requeue_after(&result.expect("reconcile")).expect("a backstop requeue");
+    assert!(retry <= Duration::from_secs(10), "{retry:?}");
+    assert!(transcript.applied.is_empty());
+    let status = transcript.only_status();
+    assert_eq!(status.phase, Some(SessionPhase::Pending));
+    assert_eq!(status.reason.as_deref(), Some("ProxyStopping"));
+    assert!(
+        status
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("reconnect"),
+        "{status:?}"
+    );
+    assert_eq!(transcript.event_reasons(), [("Normal", "ProxyStopping")]);
+}
+
+#[tokio::test]
+async fn a_session_being_deleted_in_the_foreground_is_left_to_the_garbage_collector() {
+    let mut being_deleted = session(
+        "30m",
+        60,
+        Some(status(
+            SessionPhase::Ready,
+            "ProxyReady",
+            "the console is ready",
+        )),
+    );
+    being_deleted.meta_mut().deletion_timestamp = Some(Time(seconds_ago(1)));
+    being_deleted.meta_mut().finalizers = Some(vec!["foregroundDeletion".into()]);
+    let (result, transcript) =
+        reconcile_with(being_deleted, config(true), Scenario::SessionBeingDeleted).await;
+
+    // No request at all: the verifier fails on any.
+    assert_eq!(result.expect("reconcile"), Action::await_change());
+    assert!(transcript.statuses.is_empty());
 }
 
 #[tokio::test]

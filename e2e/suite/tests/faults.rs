@@ -1,10 +1,11 @@
 //! Faults on the data path, injected into the real test bed: the Proxmox VE
 //! API down for a minute, the network between a proxy pod and its VM cut, a
-//! proxy pod force-deleted under its viewer, the VM killed mid-session. For
+//! proxy pod force-deleted or drained under its viewer, the VM killed
+//! mid-session. For
 //! each, what the user sees (close reason, status, Events) and that the
 //! session converges: it ends final, on time, and leaves nothing behind.
 //!
-//! Each test has its own namespace, Hypervisor and VM (VNC ports 5941-5943),
+//! Each test has its own namespace, Hypervisor and VM (VNC ports 5941-5944),
 //! so they run beside the other files. Figures go to
 //! `.e2e/reliability/faults.jsonl`.
 
@@ -126,6 +127,18 @@ impl Bed {
         )
         .await?;
         Ok(status)
+    }
+
+    /// The note of the session's Event with `reason`, once it is there.
+    async fn event(&self, session: &str, reason: &str) -> Result<String> {
+        event_note(
+            &self.client,
+            &self.ns.name,
+            session,
+            reason,
+            Duration::from_secs(30),
+        )
+        .await
     }
 
     async fn orphans(&self) -> Result<usize> {
@@ -358,14 +371,7 @@ async fn a_network_cut_under_a_viewer_is_detected_and_ends_the_session() -> Resu
         ended_after <= DETECTED_WITHIN.as_secs_f64() && Timestamp::now() < expires_at(&status)?,
         "the session ended {ended_after}s after the cut"
     );
-    event_note(
-        &bed.client,
-        &bed.ns.name,
-        "cut",
-        "HypervisorUnreachable",
-        Duration::from_secs(30),
-    )
-    .await?;
+    bed.event("cut", "HypervisorUnreachable").await?;
     let orphans_left = bed.orphans().await?;
     record_figures(&json!({
         "test": "network_cut_under_a_viewer",
@@ -384,6 +390,17 @@ async fn a_network_cut_under_a_viewer_is_detected_and_ends_the_session() -> Resu
     Ok(())
 }
 
+/// How a test deletes the session's proxy pod.
+#[derive(Clone, Copy)]
+enum PodDeletion {
+    /// `--grace-period=0 --force`: the object goes at once, the process is
+    /// killed (a node lost, an impatient admin).
+    Forced,
+    /// The default grace period: the proxy is asked to stop, as in a node
+    /// drain or an eviction, and reports `completed` on its way out.
+    Graceful,
+}
+
 /// The proxy pod force-deleted (grace 0) under a live viewer. The viewer's
 /// connection ends; the operator starts another pod for the same session
 /// (same URL and token, like a ReplicaSet would) and says so in a Warning
@@ -391,31 +408,42 @@ async fn a_network_cut_under_a_viewer_is_detected_and_ends_the_session() -> Resu
 /// expires on time.
 #[tokio::test]
 async fn a_proxy_pod_deleted_under_a_viewer_is_replaced_and_the_session_lives_on() -> Result<()> {
-    const PORT: u16 = 5942;
+    pod_deleted_under_a_viewer("faults-pod", 5942, PodDeletion::Forced).await
+}
+
+/// The same with a graceful deletion, as a node drain does: the proxy stops
+/// as asked and reports `completed`, which must not end the session. It says
+/// Pending `ProxyStopping` until the pod is gone, then gets another.
+#[tokio::test]
+async fn a_proxy_pod_drained_under_a_viewer_is_replaced_and_the_session_lives_on() -> Result<()> {
+    pod_deleted_under_a_viewer("faults-drain", 5944, PodDeletion::Graceful).await
+}
+
+async fn pod_deleted_under_a_viewer(prefix: &str, port: u16, how: PodDeletion) -> Result<()> {
     const TIMEOUT: u64 = 75;
-    let _vm = Vm::start(HYPERVISOR_HOST, PORT).await?;
-    let bed = Bed::vnc("faults-pod", PORT).await?;
-    bed.apply_session("lost", json!({"port": PORT}), TIMEOUT)
+    let _vm = Vm::start(HYPERVISOR_HOST, port).await?;
+    let bed = Bed::vnc(prefix, port).await?;
+    bed.apply_session("lost", json!({"port": port}), TIMEOUT)
         .await?;
     let status = bed.ready("lost").await?;
     let url = status.url.clone().context("url")?;
     let mut console = rfb::open_viewer(&url).await?;
     let old_uid = bed.pod("lost").await?.metadata.uid.context("pod uid")?;
 
-    kubectl(
-        &[
-            "-n",
-            &bed.ns.name,
-            "delete",
-            "pod",
-            "console-lost",
-            "--grace-period=0",
-            "--force",
-            "--wait=false",
-        ],
-        None,
-    )
-    .await?;
+    // Conditions carry whole seconds.
+    let before_delete = Timestamp::from_second(Timestamp::now().as_second())?;
+    let mut delete = vec![
+        "-n",
+        &bed.ns.name,
+        "delete",
+        "pod",
+        "console-lost",
+        "--wait=false",
+    ];
+    if let PodDeletion::Forced = how {
+        delete.extend(["--grace-period=0", "--force"]);
+    }
+    kubectl(&delete, None).await?;
     // The viewer learns: its connection ends (a killed process sends no
     // close frame; the page then says the connection was lost).
     let deleted_at = Timestamp::now();
@@ -427,18 +455,29 @@ async fn a_proxy_pod_deleted_under_a_viewer_is_replaced_and_the_session_lives_on
         Err(e) => bail!("the viewer never learned its proxy was gone: {e:#}"),
     }
 
-    // Another pod serves the same session, at the same URL.
+    // Another pod serves the same session, at the same URL. The session
+    // became Ready again since the deletion: a status still saying Ready from
+    // before it (the operator has not caught up yet) does not count.
     eventually(
         Duration::from_secs(90),
         "a new proxy pod, ready, and the session Ready again",
         || async {
             let pod = bed.pod("lost").await.ok();
             let status = bed.status("lost").await?;
+            ensure!(
+                !status.phase.is_some_and(SessionPhase::is_final),
+                "the session ended: {status:?}"
+            );
             let new = pod
                 .and_then(|p| p.metadata.uid)
                 .is_some_and(|u| u != old_uid);
-            let ready = status.phase == Some(SessionPhase::Ready);
-            Ok((new && ready).then_some(()))
+            let ready_again = status.phase == Some(SessionPhase::Ready)
+                && status.conditions.iter().any(|c| {
+                    c.type_ == "Ready"
+                        && c.status == "True"
+                        && c.last_transition_time.0 >= before_delete
+                });
+            Ok((new && ready_again).then_some(()))
         },
     )
     .await?;
@@ -456,15 +495,12 @@ async fn a_proxy_pod_deleted_under_a_viewer_is_replaced_and_the_session_lives_on
         again.expires_at
     );
     rfb::open_viewer(&url).await?.close().await;
-    let note = event_note(
-        &bed.client,
-        &bed.ns.name,
-        "lost",
-        "ProxyReplaced",
-        Duration::from_secs(30),
-    )
-    .await?;
-    ensure!(note.contains("reconnect"), "{note}");
+    if let PodDeletion::Graceful = how {
+        let stopping = bed.event("lost", "ProxyStopping").await?;
+        ensure!(stopping.contains("reconnect"), "{stopping}");
+    }
+    let replaced = bed.event("lost", "ProxyReplaced").await?;
+    ensure!(replaced.contains("reconnect"), "{replaced}");
     let recovered_after = deleted_at.duration_until(Timestamp::now()).as_secs_f64();
 
     let deadline = expires_at(&status)?;
@@ -476,16 +512,28 @@ async fn a_proxy_pod_deleted_under_a_viewer_is_replaced_and_the_session_lives_on
     let off = seconds_off(&ended, deadline)?;
     ensure!(off.abs() <= ON_TIME_SECS, "ended {off}s off its deadline");
     let orphans_left = bed.orphans().await?;
+    let (test, fault, gone) = match how {
+        PodDeletion::Forced => (
+            "proxy_pod_deleted_under_a_viewer",
+            "proxy pod force-deleted",
+            "viewer's connection reset",
+        ),
+        PodDeletion::Graceful => (
+            "proxy_pod_drained_under_a_viewer",
+            "proxy pod deleted gracefully (drain)",
+            "viewer closed by the stopping proxy; Pending ProxyStopping until the pod was gone",
+        ),
+    };
     record_figures(&json!({
-        "test": "proxy_pod_deleted_under_a_viewer",
-        "fault": "proxy pod force-deleted",
+        "test": test,
+        "fault": fault,
         "faults_injected": 1,
         "sessions_run": 1,
         "sessions_lost": 0,
         "orphans_left": orphans_left,
         "outcome": format!(
-            "viewer's connection reset; another pod at the same URL (ProxyReplaced \
-             Warning), console back after {recovered_after:.0} s; expired on time"
+            "{gone}; another pod at the same URL (ProxyReplaced Warning), console back after \
+             {recovered_after:.0} s; expired on time"
         ),
         "console_back_after_seconds": recovered_after,
     }))?;
@@ -529,14 +577,7 @@ async fn a_vm_killed_mid_session_tells_the_viewer_and_ends_the_session() -> Resu
             < expires_at(&status)? - SignedDuration::from_secs(60),
         "the session should end with its VM, not at its deadline"
     );
-    event_note(
-        &bed.client,
-        &bed.ns.name,
-        "stopped",
-        "UpstreamClosed",
-        Duration::from_secs(30),
-    )
-    .await?;
+    bed.event("stopped", "UpstreamClosed").await?;
 
     // A reconnect finds no console: the session's Service is gone.
     let url = ConsoleUrl::parse(&url)?;
