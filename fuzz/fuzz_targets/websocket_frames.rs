@@ -16,6 +16,7 @@
 #![no_main]
 
 use std::sync::Mutex;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use futures::StreamExt;
@@ -152,7 +153,15 @@ async fn relay(data: &[u8], view_only: bool) -> (Vec<u8>, Input, End, Vec<u8>) {
     let seen = Seen::default();
     let stop = CancellationToken::new();
     let parser = Parser::new(view_only, DEFAULT_MAX_CUT_TEXT);
-    let relayed = relay::relay(&mut ws, ours, BytesMut::new(), Some(parser), &seen, &stop);
+    let relayed = relay::relay(
+        &mut ws,
+        ours,
+        BytesMut::new(),
+        Some(parser),
+        &seen,
+        &stop,
+        Duration::ZERO,
+    );
     let mut received = Vec::new();
     // The VNC server sends nothing and reads until the relay says goodbye.
     let (end, _) = tokio::join!(relayed, vnc_read.read_to_end(&mut received));

@@ -171,6 +171,10 @@ pub struct SessionArgs {
     /// handshake after this long.
     #[arg(long, default_value = "10s", value_parser = duration)]
     pub handshake_timeout: Duration,
+    /// Ping a viewer after this long without sending it anything, so that an
+    /// Ingress or load balancer keeps an idle console open; 0s: never.
+    #[arg(long, default_value = "20s", value_parser = duration)]
+    pub ping_interval: Duration,
     /// Open connections (HTTP and WebSocket) at most; more wait to be accepted.
     #[arg(long, default_value_t = 32)]
     pub max_connections: usize,

@@ -6,10 +6,12 @@
 //! stop from outside) drops the other, so neither side outlives its peer.
 
 use std::io;
+use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::sync::CancellationToken;
@@ -63,6 +65,11 @@ impl End {
 /// Relays until one side ends or `stop` fires, and returns why. `pending` holds
 /// browser bytes already read (during a handshake). With a `parser`, browser
 /// bytes are framed as RFB client messages; without, they pass untouched.
+///
+/// After `ping_every` without anything sent to the browser (a still screen
+/// sends nothing), it gets a WebSocket ping: an Ingress or load balancer
+/// between them would otherwise close the idle connection (nginx after 60 s).
+/// Zero sends none.
 pub async fn relay<S, U>(
     ws: &mut WebSocketStream<S>,
     upstream: U,
@@ -70,6 +77,7 @@ pub async fn relay<S, U>(
     parser: Option<Parser>,
     observer: &impl Observer,
     stop: &CancellationToken,
+    ping_every: Duration,
 ) -> End
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -98,15 +106,26 @@ where
     };
     let to_browser = async {
         let mut buf = BytesMut::with_capacity(CHUNK);
+        let mut keepalive = Keepalive::new(ping_every);
         loop {
             buf.reserve(CHUNK);
-            if up_read.read_buf(&mut buf).await? == 0 {
-                return Ok::<_, End>(End::UpstreamClosed);
+            tokio::select! {
+                // Cancel-safe: a read that loses the race has read nothing.
+                read = up_read.read_buf(&mut buf) => {
+                    if read? == 0 {
+                        return Ok::<_, End>(End::UpstreamClosed);
+                    }
+                    let chunk = buf.split().freeze();
+                    ws_write.send(Message::Binary(chunk.clone())).await?;
+                    // After sending, so a recording holds what the viewer was given.
+                    observer.relayed(Direction::Downstream, &chunk);
+                    keepalive.sent();
+                }
+                () = keepalive.due() => {
+                    ws_write.send(Message::Ping(Bytes::new())).await?;
+                    keepalive.sent();
+                }
             }
-            let chunk = buf.split().freeze();
-            ws_write.send(Message::Binary(chunk.clone())).await?;
-            // After sending, so a recording holds what the viewer was given.
-            observer.relayed(Direction::Downstream, &chunk);
         }
     };
     let end = tokio::select! {
@@ -122,8 +141,35 @@ where
     end
 }
 
+/// When the browser is due a ping: `every` after the last thing sent to it.
+struct Keepalive {
+    every: Duration,
+    next: Instant,
+}
+
+impl Keepalive {
+    fn new(every: Duration) -> Self {
+        Self {
+            every,
+            next: Instant::now() + every,
+        }
+    }
+
+    fn sent(&mut self) {
+        self.next = Instant::now() + self.every;
+    }
+
+    /// Resolves when a ping is due; never, with pings off.
+    async fn due(&self) {
+        if self.every.is_zero() {
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep_until(self.next).await;
+    }
+}
+
 /// How long the upstream gets to take its goodbye.
-const SHUTDOWN: std::time::Duration = std::time::Duration::from_secs(1);
+const SHUTDOWN: Duration = Duration::from_secs(1);
 
 /// The browser-to-server direction's state between messages.
 struct Filter {

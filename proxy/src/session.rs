@@ -571,6 +571,7 @@ impl Session {
             Some(parser),
             &observer,
             &stop,
+            self.config.args.ping_interval,
         )
         .await;
         if let Some(error) = observer

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::Duration;
 
+use futures::{SinkExt, StreamExt};
 use support::{
     CountingListener, Leaf, Pki, Qemu, RfbClient, Tap, TempDir, UnixQemu, Websockify, accepting,
     echoes, eventually, free_port, proxy_command, proxy_status, see_the_screen, websocket,
@@ -119,6 +120,35 @@ async fn timeout_stops_accepting_but_serves_the_open_connection_to_its_end() {
     );
     rfb.ws.close(None).await.unwrap();
     assert_eq!(proxy.exited().await, Some(0));
+}
+
+/// A still screen sends nothing: the proxy pings the client, so that an
+/// Ingress or load balancer in between does not close the idle console.
+#[tokio::test]
+async fn an_idle_connection_is_pinged_and_still_relays() {
+    let target = CountingListener::echo().await;
+    let proxy = Websockify::start(&["--ping-interval=1s"], &[&target.addr.to_string()]).await;
+    let (mut ws, _) = websocket(proxy.addr, "/", Some("binary")).await.unwrap();
+
+    let first = tokio::time::timeout(support::DEADLINE, ws.next())
+        .await
+        .expect("a message within the deadline");
+    assert!(
+        matches!(first, Some(Ok(tungstenite::Message::Ping(_)))),
+        "{first:?}"
+    );
+    // Answered (tungstenite pongs by itself), and the relay goes on.
+    ws.send(tungstenite::Message::binary(&b"still here"[..]))
+        .await
+        .unwrap();
+    let echoed = loop {
+        match tokio::time::timeout(support::DEADLINE, ws.next()).await {
+            Ok(Some(Ok(tungstenite::Message::Binary(data)))) => break data,
+            Ok(Some(Ok(tungstenite::Message::Ping(_)))) => continue,
+            other => panic!("no echo: {other:?}"),
+        }
+    };
+    assert_eq!(&echoed[..], b"still here");
 }
 
 #[tokio::test]

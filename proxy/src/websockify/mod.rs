@@ -207,6 +207,10 @@ pub struct WebsockifyArgs {
     /// Give up on a TLS handshake or an HTTP request head after this long.
     #[arg(long, default_value = "10s", value_parser = duration)]
     pub handshake_timeout: Duration,
+    /// Ping a client after this long without sending it anything, so that
+    /// a reverse proxy or load balancer keeps an idle console open; 0s: never.
+    #[arg(long, default_value = "20s", value_parser = duration)]
+    pub ping_interval: Duration,
     /// Open connections at most; more wait to be accepted.
     #[arg(long, default_value_t = 256)]
     pub max_connections: usize,
@@ -646,6 +650,7 @@ impl Websockify {
                     None,
                     &observer,
                     &self.stop,
+                    self.args.ping_interval,
                 )
                 .await;
                 tracing::info!(end = %end, "relay ended");
