@@ -8,7 +8,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -49,6 +49,10 @@ const AUTH_REFILL: Duration = Duration::from_secs(2);
 /// How long connections get to finish once the session ends (the pod's grace
 /// period is longer).
 const DRAIN: Duration = Duration::from_secs(3);
+/// The close reason viewers get when the pod is stopped (SIGTERM). The proxy
+/// cannot tell why: its session was deleted, or the pod is drained or deleted
+/// and the operator starts another at the same URL. The page says both.
+pub const PROXY_STOPPING: &str = "proxy-stopping";
 
 /// Why pod mode could not run at all.
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +115,8 @@ pub struct Session {
     tasks: TaskTracker,
     /// The number of the next viewer connection's recording (`FILE.N`).
     next_recording: AtomicU64,
+    /// Stopped by SIGTERM rather than by one of the session's own ends.
+    signalled: AtomicBool,
 }
 
 impl Session {
@@ -148,6 +154,7 @@ impl Session {
             stop: CancellationToken::new(),
             tasks: TaskTracker::new(),
             next_recording: AtomicU64::new(1),
+            signalled: AtomicBool::new(false),
             config,
         })
     }
@@ -198,7 +205,10 @@ impl Session {
             .spawn(self.clone().watchdog().instrument(span.clone()));
 
         tokio::select! {
-            () = shutdown => self.end(EndReason::Completed),
+            () = shutdown => {
+                self.signalled.store(true, Ordering::Relaxed);
+                self.end(EndReason::Completed);
+            }
             () = self.stop.cancelled() => {}
         }
         self.tasks.close();
@@ -464,6 +474,9 @@ impl Session {
             Ok(end) => {
                 tracing::info!(end = %end, "viewer disconnected");
                 let frame = match (&end, self.end_reason()) {
+                    (End::Stopped, _) if self.signalled.load(Ordering::Relaxed) => {
+                        close_frame(CloseCode::Away, PROXY_STOPPING)
+                    }
                     // Tell the page why the session ended.
                     (End::Stopped | End::UpstreamClosed | End::Upstream(_), Some(reason)) => {
                         close_frame(CloseCode::Normal, &reason.to_string())

@@ -238,7 +238,7 @@ async fn every_embedded_file_is_served_with_its_type_under_any_prefix() {
 }
 
 #[tokio::test]
-async fn sigterm_ends_the_session_as_completed() {
+async fn sigterm_ends_the_session_as_completed_and_tells_viewers_the_proxy_stopped() {
     let qemu = Qemu::start(false).await;
     let mut proxy = Proxy::start(options(qemu.vnc.to_string())).await;
     let (ws, _) = proxy
@@ -250,7 +250,7 @@ async fn sigterm_ends_the_session_as_completed() {
     rfb.init().await;
 
     proxy.sigterm();
-    assert_eq!(rfb.closed().await, "completed");
+    assert_eq!(rfb.closed().await, "proxy-stopping");
     let (code, _) = proxy.exited().await;
     assert_eq!(code, Some(0));
     assert_eq!(proxy.termination_message().as_deref(), Some("completed"));
@@ -496,7 +496,7 @@ async fn a_viewer_connecting_in_time_keeps_the_session() {
     let (closed, _) = busy(&mut rfb, Duration::from_secs(2), true).await;
     assert_eq!(closed, None, "the session outlived its connect timeout");
     proxy.sigterm();
-    assert_eq!(rfb.closed().await, "completed");
+    assert_eq!(rfb.closed().await, "proxy-stopping");
     proxy.exited().await;
 }
 

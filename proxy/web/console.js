@@ -45,6 +45,7 @@ function explain(reason) {
     "idle": idle > 0 ? `Closed after ${minutes(idle)} without input.` : "Closed for lack of input.",
     "never-connected": "Nobody connected in time, so the session ended.",
     "completed": "The session has ended.",
+    "proxy-stopping": "The console proxy stopped. Either the session has ended, or its proxy is moving: then reload this page in a few seconds to reconnect.",
     "upstream-closed": "The VM closed its console.",
     "another viewer is connected": "Another viewer is connected. Try again once they have left.",
     "the session was for one viewer, who has already connected":
