@@ -378,8 +378,11 @@ pub async fn kill_operator() -> Result<usize> {
 /// Fault injection on the test bed's node: what a pod's network sees, and
 /// what a session leaves behind.
 pub mod faults {
+    use std::time::Duration;
+
     use anyhow::{Context as _, Result, bail};
     use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
     use kube::Client;
     use kube::api::{Api, ListParams};
     use tokio::process::Command;
@@ -438,15 +441,32 @@ pub mod faults {
         Ok(())
     }
 
-    /// How many Pods, Services and Secrets of sessions are left in `ns`.
-    pub async fn orphans(client: &Client, ns: &str) -> Result<usize> {
+    /// How many Pods, Services, Secrets and NetworkPolicies of sessions are
+    /// left in `ns`.
+    async fn orphans(client: &Client, ns: &str) -> Result<usize> {
         let lp = ListParams::default().labels(SESSION_LABEL);
         let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
         let services: Api<Service> = Api::namespaced(client.clone(), ns);
         let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+        let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), ns);
         Ok(pods.list_metadata(&lp).await?.items.len()
             + services.list_metadata(&lp).await?.items.len()
-            + secrets.list_metadata(&lp).await?.items.len())
+            + secrets.list_metadata(&lp).await?.items.len()
+            + policies.list_metadata(&lp).await?.items.len())
+    }
+
+    /// The orphans left in `ns` once the garbage collector has had `grace`
+    /// to remove the children of deleted or ended sessions: zero as soon as
+    /// nothing is left, else the count at the end.
+    pub async fn orphans_after(client: &Client, ns: &str, grace: Duration) -> Result<usize> {
+        let gone = super::eventually(grace, "every session's children to be deleted", || async {
+            Ok((orphans(client, ns).await? == 0).then_some(()))
+        })
+        .await;
+        match gone {
+            Ok(()) => Ok(0),
+            Err(_) => orphans(client, ns).await,
+        }
     }
 
     async fn run(program: &str, args: &[&str]) -> Result<String> {

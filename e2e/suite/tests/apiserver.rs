@@ -18,14 +18,14 @@ mod disruptive {
 
     use anyhow::{Context as _, Result, bail, ensure};
     use k8s_openapi::api::coordination::v1::Lease;
-    use k8s_openapi::api::core::v1::{Pod, Secret, Service};
-    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    use k8s_openapi::api::core::v1::Pod;
     use k8s_openapi::jiff::Timestamp;
     use kube::api::ListParams;
     use kube::{Api, Client};
     use porthole_api::contract::PROXY_PORT;
     use porthole_api::v1alpha1::ConsoleSession;
     use porthole_e2e::HYPERVISOR_HOST;
+    use porthole_e2e::cluster::faults::orphans_after;
     use porthole_e2e::cluster::{
         TestHypervisor, TestNamespace, apiserver, client, eventually, kubectl, record_figures,
         wait_for_session,
@@ -384,26 +384,7 @@ mod disruptive {
             None,
         )
         .await?;
-        let services: Api<Service> = Api::namespaced(client.clone(), &ns.name);
-        let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
-        let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &ns.name);
-        let all = ListParams::default();
-        let left_behind = || async {
-            Ok::<_, anyhow::Error>(
-                pods.list(&all).await?.items.len()
-                    + services.list(&all).await?.items.len()
-                    + secrets.list(&all).await?.items.len()
-                    + policies.list(&all).await?.items.len(),
-            )
-        };
-        let orphans = match eventually(WAIT, "every child to be deleted", || async {
-            Ok((left_behind().await? == 0).then_some(()))
-        })
-        .await
-        {
-            Ok(()) => 0,
-            Err(_) => left_behind().await?,
-        };
+        let orphans = orphans_after(&client, &ns.name, WAIT).await?;
         if orphans > 0 {
             problems.push(format!(
                 "{orphans} pods, services, secrets or policies left"

@@ -18,7 +18,7 @@ use kube::api::ListParams;
 use kube::{Api, Client};
 use porthole_api::v1alpha1::{ConsoleSession, ConsoleSessionStatus, SessionPhase};
 use porthole_e2e::HYPERVISOR_HOST;
-use porthole_e2e::cluster::faults::{cut_pod_from, orphans};
+use porthole_e2e::cluster::faults::{cut_pod_from, orphans_after};
 use porthole_e2e::cluster::{
     TestHypervisor, TestNamespace, apply, client, event_note, eventually, kubectl, record_figures,
     unique_suffix, wait_for_session, wait_until_children_gone,
@@ -141,8 +141,10 @@ impl Bed {
         .await
     }
 
+    /// What the namespace's ended sessions left behind, once the garbage
+    /// collector has had time to remove it.
     async fn orphans(&self) -> Result<usize> {
-        orphans(&self.client, &self.ns.name).await
+        orphans_after(&self.client, &self.ns.name, CLEANUP).await
     }
 
     /// Every Event note in the namespace, for checking no secret is in one.

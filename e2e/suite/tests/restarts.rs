@@ -19,14 +19,14 @@ mod disruptive {
 
     use anyhow::{Context as _, Result, ensure};
     use futures::TryStreamExt as _;
-    use k8s_openapi::api::core::v1::{Pod, Secret, Service};
-    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    use k8s_openapi::api::core::v1::Pod;
     use k8s_openapi::jiff::Timestamp;
     use kube::api::{ListParams, PostParams};
     use kube::runtime::{WatchStreamExt as _, watcher};
     use kube::{Api, Client};
     use porthole_api::contract::labels;
     use porthole_api::v1alpha1::{ConsoleSession, SessionPhase};
+    use porthole_e2e::cluster::faults::orphans_after;
     use porthole_e2e::cluster::{
         TestHypervisor, TestNamespace, client, eventually, kill_operator, record_figures,
     };
@@ -261,31 +261,8 @@ mod disruptive {
             }
         }
 
-        // Nothing a session created is left: the namespace holds nothing else
-        // of these kinds, so anything left is an orphan.
-        let services: Api<Service> = Api::namespaced(client.clone(), &ns.name);
-        let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
-        let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &ns.name);
-        let all = ListParams::default();
-        let left_behind = || async {
-            Ok::<_, anyhow::Error>(
-                pods.list(&all).await?.items.len()
-                    + services.list(&all).await?.items.len()
-                    + secrets.list(&all).await?.items.len()
-                    + policies.list(&all).await?.items.len(),
-            )
-        };
-        let cleaned = eventually(
-            CLEANUP,
-            "every session's pod, service, secret and network policy to go",
-            || async { Ok((left_behind().await? == 0).then_some(())) },
-        )
-        .await;
-        let orphans = if cleaned.is_ok() {
-            0
-        } else {
-            left_behind().await?
-        };
+        // Nothing a session created is left.
+        let orphans = orphans_after(&client, &ns.name, CLEANUP).await?;
 
         // Exactly one proxy pod per session, ever.
         watch.abort();
