@@ -105,6 +105,14 @@ pub async fn reconcile(session: Arc<ConsoleSession>, ctx: Arc<Context>) -> Resul
         return Ok(Action::await_change());
     }
 
+    if let Some(deadline) = published_deadline_passed(&session) {
+        // Past the deadline the session published (for the spec it has now):
+        // it ends, with nothing more to look up (a proxy that ended
+        // before it has said why above). Many sessions can fall due
+        // at once; each reaching its status write sooner keeps them on time.
+        finish(&session, &ctx, &children, expired(deadline)).await?;
+        return Ok(Action::await_change());
+    }
     let observed = dereference(&session, &ctx, &children, existing_pod.is_some()).await?;
     if let Some(stale) = observed
         .session_secret
@@ -129,19 +137,7 @@ pub async fn reconcile(session: Arc<ConsoleSession>, ctx: Arc<Context>) -> Resul
 
     let now = Timestamp::now();
     if now >= plan.expires_at {
-        // It ended at its deadline, whenever we notice: the proxy stops serving
-        // then by itself, and a session that never started served nobody after.
-        let deadline = Time(plan.expires_at);
-        let verdict = Verdict {
-            expires_at: Some(deadline.clone()),
-            ended_at: Some(deadline),
-            ..Verdict::new(
-                SessionPhase::Expired,
-                Reason::Expired,
-                "the session reached its time limit",
-            )
-        };
-        finish(&session, &ctx, &children, verdict).await?;
+        finish(&session, &ctx, &children, expired(Time(plan.expires_at))).await?;
         return Ok(Action::await_change());
     }
     let Authenticated { plan, renew_at } =
@@ -250,6 +246,31 @@ async fn wait_for_replacement(
         ),
     );
     settle(session, ctx, children, verdict, Duration::from_secs(10)).await
+}
+
+/// The deadline in the session's status, once it has passed, if that status
+/// describes the session's current spec (a changed timeout is planned anew).
+fn published_deadline_passed(session: &ConsoleSession) -> Option<Time> {
+    let status = session.status.as_ref()?;
+    let current = status.observed_generation.is_some()
+        && status.observed_generation == session.meta().generation;
+    let deadline = status.expires_at.as_ref()?;
+    (current && Timestamp::now() >= deadline.0).then(|| deadline.clone())
+}
+
+/// The session ended at its deadline, whenever that is noticed: the proxy
+/// stops serving then by itself, and a session that never started served
+/// nobody after.
+fn expired(deadline: Time) -> Verdict {
+    Verdict {
+        expires_at: Some(deadline.clone()),
+        ended_at: Some(deadline),
+        ..Verdict::new(
+            SessionPhase::Expired,
+            Reason::Expired,
+            "the session reached its time limit",
+        )
+    }
 }
 
 /// Whether a run-once session has had its one viewer, as the proxy reported.
@@ -795,6 +816,25 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn a_published_deadline_counts_only_once_passed_and_for_the_current_spec() {
+        let with = |expires_in: i64, observed: i64| {
+            let mut s = session(false, 0);
+            s.metadata.generation = Some(2);
+            let status = s.status.get_or_insert_with(Default::default);
+            status.observed_generation = Some(observed);
+            status.expires_at = Some(Time(
+                Timestamp::now() + k8s_openapi::jiff::SignedDuration::from_secs(expires_in),
+            ));
+            s
+        };
+        assert!(published_deadline_passed(&with(-5, 2)).is_some());
+        assert!(published_deadline_passed(&with(60, 2)).is_none());
+        // The timeout changed since: the deadline is planned anew.
+        assert!(published_deadline_passed(&with(-5, 1)).is_none());
+        assert!(published_deadline_passed(&session(false, 0)).is_none());
+    }
 
     #[test]
     fn tokens_are_long_random_and_url_safe() {
