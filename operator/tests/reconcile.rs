@@ -260,6 +260,15 @@ fn status(phase: SessionPhase, reason: &str, message: &str) -> ConsoleSessionSta
     .unwrap()
 }
 
+/// The status of a session whose proxy pod is starting.
+fn waiting_for_the_proxy() -> ConsoleSessionStatus {
+    status(
+        SessionPhase::Pending,
+        "ProxyStarting",
+        "waiting for the console proxy to become ready",
+    )
+}
+
 fn config(network_policies: bool) -> Config {
     Config::try_parse_from([
         "porthole-operator",
@@ -281,11 +290,9 @@ type Reply = tower_test::mock::SendResponse<Response<Body>>;
 enum Scenario {
     /// Nothing exists yet; the Pod comes back Pending.
     NewSession { network_policies: bool },
-    /// Pod, Secret and Service exist; the pod is ready and its Service routes to it.
-    StartedSessionBecomesReady,
-    /// The pod is ready, but the only ready endpoint of its Service is another
-    /// (replaced) pod's.
-    StartedSessionRoutedElsewhere,
+    /// Pod, Secret and Service exist and the pod is ready; its Service's one
+    /// ready endpoint is this pod, or another (replaced) one.
+    StartedSession { routed_to_this_pod: bool },
     /// Someone else deletes the running proxy pod (a drain, `kubectl delete`).
     PodDeletedByOthers,
     /// The session itself is being deleted in the foreground.
@@ -395,7 +402,7 @@ impl ApiServerVerifier {
                     self.patch_status().await;
                     self.event().await;
                 }
-                Scenario::StartedSessionBecomesReady => {
+                Scenario::StartedSession { routed_to_this_pod } => {
                     self.secrets.push(TOKEN.to_string());
                     self.get(POD, Some(running_pod(true))).await;
                     self.dereference(true, Some(session_secret())).await;
@@ -405,19 +412,16 @@ impl ApiServerVerifier {
                     self.apply_network_policy().await;
                     self.apply_service().await;
                     self.delete(INGRESS, Stored::No).await;
-                    self.list_endpoint_slices(true, "pod-uid").await;
+                    let endpoint = if routed_to_this_pod {
+                        "pod-uid"
+                    } else {
+                        "replaced-pod-uid"
+                    };
+                    self.list_endpoint_slices(true, endpoint).await;
                     self.patch_status().await;
-                    self.event().await;
-                }
-                Scenario::StartedSessionRoutedElsewhere => {
-                    self.secrets.push(TOKEN.to_string());
-                    self.get(POD, Some(running_pod(true))).await;
-                    self.dereference(true, Some(session_secret())).await;
-                    self.apply_network_policy().await;
-                    self.apply_service().await;
-                    self.delete(INGRESS, Stored::No).await;
-                    self.list_endpoint_slices(true, "replaced-pod-uid").await;
-                    self.patch_status().await;
+                    if routed_to_this_pod {
+                        self.event().await;
+                    }
                 }
                 Scenario::PodDeletedByOthers => {
                     let mut pod = running_pod(true);
@@ -965,15 +969,12 @@ async fn without_network_policies_a_new_session_gets_no_policy() {
 
 #[tokio::test]
 async fn a_started_session_keeps_its_pod_and_token_and_becomes_ready_once_routed() {
-    let previous = status(
-        SessionPhase::Pending,
-        "ProxyStarting",
-        "waiting for the console proxy to become ready",
-    );
     let (result, transcript) = reconcile_with(
-        session("30m", 60, Some(previous)),
+        session("30m", 60, Some(waiting_for_the_proxy())),
         config(true),
-        Scenario::StartedSessionBecomesReady,
+        Scenario::StartedSession {
+            routed_to_this_pod: true,
+        },
     )
     .await;
 
@@ -996,15 +997,12 @@ async fn a_started_session_keeps_its_pod_and_token_and_becomes_ready_once_routed
 
 #[tokio::test]
 async fn a_ready_pod_is_not_announced_while_its_service_still_routes_to_a_replaced_one() {
-    let previous = status(
-        SessionPhase::Pending,
-        "ProxyStarting",
-        "waiting for the console proxy to become ready",
-    );
     let (result, transcript) = reconcile_with(
-        session("30m", 60, Some(previous)),
+        session("30m", 60, Some(waiting_for_the_proxy())),
         config(true),
-        Scenario::StartedSessionRoutedElsewhere,
+        Scenario::StartedSession {
+            routed_to_this_pod: false,
+        },
     )
     .await;
 
