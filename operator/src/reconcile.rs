@@ -670,7 +670,10 @@ async fn finish(
     verdict: Verdict,
 ) -> Result<()> {
     update_status(session, ctx, &verdict).await?;
-    children.delete_all().await
+    children.delete_all().await?;
+    // The status write brings the session back, final: nothing to delete again.
+    ctx.cleaned_up.insert(&session.uid().unwrap_or_default());
+    Ok(())
 }
 
 /// Writes the status when it changed, with an Event for each phase transition.

@@ -859,6 +859,17 @@ async fn reconcile_times(
     config: Config,
     scenario: Scenario,
 ) -> (Result<Action, Error>, Transcript) {
+    reconcile_each(vec![session; times], config, scenario).await
+}
+
+/// Reconciles each of `sessions` (versions of one session, as the watch
+/// brings them) in turn with one context, while the verifier plays
+/// `scenario`; returns the last one's result.
+async fn reconcile_each(
+    sessions: Vec<ConsoleSession>,
+    config: Config,
+    scenario: Scenario,
+) -> (Result<Action, Error>, Transcript) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let (mock, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let verifier = ApiServerVerifier::new(handle).run(scenario);
@@ -869,10 +880,9 @@ async fn reconcile_times(
     ));
     // The context (and with it every client) is dropped when reconcile returns,
     // which tells the verifier that no further request comes.
-    let session = Arc::new(session);
     let mut result = None;
-    for _ in 0..times {
-        let run = reconcile(session.clone(), ctx.clone());
+    for session in sessions {
+        let run = reconcile(Arc::new(session), ctx.clone());
         result = Some(
             tokio::time::timeout(GUARD, run)
                 .await
@@ -1249,6 +1259,28 @@ async fn a_final_sessions_children_are_deleted_once_however_often_it_comes_back(
     assert_eq!(
         transcript.deleted,
         [POD, SERVICE, SECRET, INGRESS, NETWORK_POLICY]
+    );
+}
+
+#[tokio::test]
+async fn a_session_that_just_expired_is_not_cleaned_up_twice_when_its_status_brings_it_back() {
+    let mut previous = status(SessionPhase::Ready, "ProxyReady", "the console is ready");
+    previous.expires_at = Some(Time(seconds_ago(1)));
+    let expiring = session("1h", 3601, Some(previous));
+    let mut ended = expiring.clone();
+    ended.status = Some(status(
+        SessionPhase::Expired,
+        "Expired",
+        "the session reached its time limit",
+    ));
+    let (result, transcript) =
+        reconcile_each(vec![expiring, ended], config(true), Scenario::TimeoutPassed).await;
+
+    result.expect("reconcile");
+    assert_eq!(
+        transcript.deleted,
+        [POD, SERVICE, SECRET, INGRESS, NETWORK_POLICY],
+        "each child deleted once"
     );
 }
 
