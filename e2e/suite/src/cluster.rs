@@ -9,6 +9,7 @@ use anyhow::{Context as _, Result, bail};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, PostParams};
 use kube::{Client, Config};
+use porthole_api::v1alpha1::{ConsoleSession, ConsoleSessionStatus};
 use rand::Rng;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
@@ -225,6 +226,22 @@ pub async fn wait_for_session(
     )
     .await?;
     Ok(())
+}
+
+/// Waits (`kubectl wait`) until session `name` in `sessions`' namespace is
+/// Ready, and returns its status then.
+pub async fn ready_status(
+    sessions: &Api<ConsoleSession>,
+    name: &str,
+    timeout: Duration,
+) -> Result<ConsoleSessionStatus> {
+    let namespace = sessions.namespace().context("a namespaced API")?;
+    wait_for_session(namespace, name, "condition=Ready", timeout).await?;
+    sessions
+        .get(name)
+        .await?
+        .status
+        .with_context(|| format!("the Ready session {name} has no status"))
 }
 
 /// A short random suffix so parallel tests never share names.

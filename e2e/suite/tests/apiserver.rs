@@ -27,8 +27,8 @@ mod disruptive {
     use porthole_e2e::HYPERVISOR_HOST;
     use porthole_e2e::cluster::faults::orphans_after;
     use porthole_e2e::cluster::{
-        TestHypervisor, TestNamespace, apiserver, client, eventually, kubectl, record_figures,
-        wait_for_session,
+        TestHypervisor, TestNamespace, apiserver, client, eventually, kubectl, ready_status,
+        record_figures, wait_for_session,
     };
     use porthole_e2e::rfb::{self, Console, ConsoleUrl, ServerInit};
     use porthole_e2e::vm::Vm;
@@ -185,8 +185,7 @@ mod disruptive {
 
         // A viewer watching a long session.
         apply_session(&ns.name, &hv.name, "watched", "30m").await?;
-        wait_for_session(&ns.name, "watched", "condition=Ready", WAIT).await?;
-        let status = sessions.get("watched").await?.status.context("status")?;
+        let status = ready_status(&sessions, "watched", WAIT).await?;
         let url = ConsoleUrl::parse(status.url.as_deref().context("status.url")?)?;
         let mut viewer = rfb::open(&url, Some(&url.token))
             .await
@@ -203,8 +202,7 @@ mod disruptive {
 
         // A session whose deadline will pass while the apiserver is down.
         apply_session(&ns.name, &hv.name, "expiring", EXPIRING_TIMEOUT).await?;
-        wait_for_session(&ns.name, "expiring", "condition=Ready", WAIT).await?;
-        let status = sessions.get("expiring").await?.status.context("status")?;
+        let status = ready_status(&sessions, "expiring", WAIT).await?;
         let deadline = status.expires_at.context("status.expiresAt")?.0;
         let pod_ip = pods
             .get("console-expiring")

@@ -18,7 +18,7 @@ use porthole_e2e::browser::{
     countdown_seconds, shows_the_same,
 };
 use porthole_e2e::cluster::{
-    TestNamespace, apply, client, eventually, kubectl, unique_suffix, wait_for_session,
+    TestNamespace, apply, client, eventually, kubectl, ready_status, unique_suffix,
 };
 use porthole_e2e::pve::{self, PveSim, SimVm};
 use porthole_e2e::rfb::ConsoleUrl;
@@ -94,14 +94,7 @@ impl Bed {
 
     /// Waits until the session is Ready and returns its console URL.
     async fn ready(&self, name: &str) -> Result<String> {
-        wait_for_session(
-            &self.ns.name,
-            name,
-            "condition=Ready",
-            Duration::from_secs(120),
-        )
-        .await?;
-        self.status(name)
+        ready_status(&self.sessions, name, Duration::from_secs(120))
             .await?
             .url
             .with_context(|| format!("the Ready session {name} has no URL"))

@@ -17,7 +17,7 @@ use kube::api::ListParams;
 use porthole_api::contract::labels;
 use porthole_api::v1alpha1::{ConsoleSession, SessionPhase};
 use porthole_e2e::HYPERVISOR_HOST;
-use porthole_e2e::cluster::{client, eventually, kubectl, wait_for_session};
+use porthole_e2e::cluster::{client, eventually, kubectl, ready_status};
 use porthole_e2e::rfb;
 use porthole_e2e::vm::Vm;
 use serde_json::Value;
@@ -90,9 +90,8 @@ async fn delete(manifest: &str) -> Result<()> {
 /// Waits until the session is Ready and checks what its URL leads to: the VM's
 /// console for a Service URL, the Ingress's host and path for an Ingress URL.
 async fn check_ready(client: &kube::Client, ns: &str, name: &str) -> Result<()> {
-    wait_for_session(ns, name, "condition=Ready", WAIT).await?;
     let sessions: Api<ConsoleSession> = Api::namespaced(client.clone(), ns);
-    let status = sessions.get(name).await?.status.context("status")?;
+    let status = ready_status(&sessions, name, WAIT).await?;
     let url = status.url.context("status.url")?;
     let ingresses: Api<Ingress> = Api::namespaced(client.clone(), ns);
     match ingresses.get_opt(&format!("console-{name}")).await? {

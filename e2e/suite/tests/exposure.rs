@@ -12,7 +12,7 @@ use kube::api::ListParams;
 use porthole_api::v1alpha1::{ConsoleSession, SessionPhase};
 use porthole_e2e::HYPERVISOR_HOST;
 use porthole_e2e::cluster::{
-    TestHypervisor, TestNamespace, client, eventually, kubectl, wait_for_session,
+    TestHypervisor, TestNamespace, client, eventually, kubectl, ready_status, wait_for_session,
 };
 use porthole_e2e::rfb::{self, ConsoleUrl};
 use porthole_e2e::vm::Vm;
@@ -32,13 +32,10 @@ async fn ready_session(
         hypervisor.name
     );
     kubectl(&["apply", "-f", "-"], Some(&manifest)).await?;
-    wait_for_session(ns, "web", "condition=Ready", WAIT).await?;
     let sessions: Api<ConsoleSession> = Api::namespaced(client().await?, ns);
-    sessions
-        .get("web")
+    ready_status(&sessions, "web", WAIT)
         .await?
-        .status
-        .and_then(|s| s.url)
+        .url
         .context("status.url")
 }
 

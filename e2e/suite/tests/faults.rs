@@ -20,8 +20,8 @@ use porthole_api::v1alpha1::{ConsoleSession, ConsoleSessionStatus, SessionPhase}
 use porthole_e2e::HYPERVISOR_HOST;
 use porthole_e2e::cluster::faults::{cut_pod_from, orphans_after};
 use porthole_e2e::cluster::{
-    TestHypervisor, TestNamespace, apply, client, event_note, eventually, kubectl, record_figures,
-    unique_suffix, wait_for_session, wait_until_children_gone,
+    TestHypervisor, TestNamespace, apply, client, event_note, eventually, kubectl, ready_status,
+    record_figures, unique_suffix, wait_until_children_gone,
 };
 use porthole_e2e::pve::{self, PveSim, SimVm};
 use porthole_e2e::rfb::{self, ConsoleUrl};
@@ -81,14 +81,7 @@ impl Bed {
     }
 
     async fn ready(&self, name: &str) -> Result<ConsoleSessionStatus> {
-        wait_for_session(
-            &self.ns.name,
-            name,
-            "condition=Ready",
-            Duration::from_secs(120),
-        )
-        .await?;
-        self.status(name).await
+        ready_status(&self.sessions, name, Duration::from_secs(120)).await
     }
 
     /// Waits for a final phase (at most `within`) and returns the status.

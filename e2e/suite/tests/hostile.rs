@@ -9,7 +9,7 @@ use kube::Api;
 use porthole_api::v1alpha1::ConsoleSession;
 use porthole_e2e::HYPERVISOR_HOST;
 use porthole_e2e::cluster::{
-    TestHypervisor, TestNamespace, client, eventually, kubectl, wait_for_session,
+    TestHypervisor, TestNamespace, client, eventually, kubectl, ready_status,
 };
 use porthole_e2e::rfb::{self, ConsoleUrl, Refused};
 use porthole_e2e::vm::Vm;
@@ -26,13 +26,10 @@ async fn ready_url(ns: &str, hypervisor: &str, name: &str, port: u16) -> Result<
          spec:\n  hypervisor: {hypervisor}\n  vm: {{port: {port}}}\n"
     );
     kubectl(&["apply", "-f", "-"], Some(&manifest)).await?;
-    wait_for_session(ns, name, "condition=Ready", WAIT).await?;
     let sessions: Api<ConsoleSession> = Api::namespaced(client().await?, ns);
-    let url = sessions
-        .get(name)
+    let url = ready_status(&sessions, name, WAIT)
         .await?
-        .status
-        .and_then(|s| s.url)
+        .url
         .context("status.url")?;
     ConsoleUrl::parse(&url)
 }

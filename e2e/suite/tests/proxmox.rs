@@ -11,7 +11,7 @@ use kube::Api;
 use porthole_api::contract::secret_keys;
 use porthole_api::v1alpha1::{ConsoleSession, ConsoleSessionStatus, SessionPhase};
 use porthole_e2e::cluster::{
-    TestNamespace, apply, client, event_note, eventually, unique_suffix, wait_for_session,
+    TestNamespace, apply, client, event_note, eventually, ready_status, unique_suffix,
 };
 use porthole_e2e::pve::{self, PveSim, SimVm};
 use porthole_e2e::rfb::{self, ConsoleUrl};
@@ -59,14 +59,7 @@ impl Setup {
     }
 
     async fn ready(&self, name: &str) -> Result<ConsoleSessionStatus> {
-        wait_for_session(
-            &self.ns.name,
-            name,
-            "condition=Ready",
-            Duration::from_secs(120),
-        )
-        .await?;
-        self.sessions.get(name).await?.status.context("status")
+        ready_status(&self.sessions, name, Duration::from_secs(120)).await
     }
 
     /// Waits for the session to reach a final phase and returns its status.

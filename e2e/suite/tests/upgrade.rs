@@ -16,7 +16,7 @@ mod disruptive {
     use porthole_api::v1alpha1::{ConsoleSession, SessionPhase};
     use porthole_e2e::HYPERVISOR_HOST;
     use porthole_e2e::cluster::{
-        TestHypervisor, TestNamespace, client, helm_path, kubeconfig_path, kubectl,
+        TestHypervisor, TestNamespace, client, helm_path, kubeconfig_path, kubectl, ready_status,
         wait_for_session,
     };
     use porthole_e2e::rfb::{self, ConsoleUrl};
@@ -76,13 +76,10 @@ mod disruptive {
             ns.name, hv.name
         );
         kubectl(&["apply", "-f", "-"], Some(&manifest)).await?;
-        wait_for_session(&ns.name, "kept", "condition=Ready", WAIT).await?;
         let sessions: Api<ConsoleSession> = Api::namespaced(client.clone(), &ns.name);
-        let url = sessions
-            .get("kept")
+        let url = ready_status(&sessions, "kept", WAIT)
             .await?
-            .status
-            .and_then(|s| s.url)
+            .url
             .context("status.url")?;
         let url = ConsoleUrl::parse(&url)?;
         let mut viewer = rfb::open(&url, Some(&url.token))
