@@ -40,8 +40,12 @@ pub mod proxmox_credentials {
 
 /// Environment variables the operator sets on a proxy pod.
 pub mod env {
-    /// `ADDR:PORT` the proxy listens on for HTTP and WebSocket.
+    /// `ADDR:PORT` the proxy listens on for the console page and WebSocket.
     pub const LISTEN: &str = "PORTHOLE_LISTEN";
+    /// `ADDR:PORT` of the proxy's internal port
+    /// ([`INTERNAL_PORT`](super::INTERNAL_PORT)): `/healthz`, `/readyz`,
+    /// `/metrics` and the viewer report, apart from the console port.
+    pub const INTERNAL_LISTEN: &str = "PORTHOLE_INTERNAL_LISTEN";
     /// `HOST:PORT` of the VNC server to relay to (plain VNC hypervisors). Set
     /// either this or [`PVE_URL`].
     pub const UPSTREAM: &str = "PORTHOLE_UPSTREAM";
@@ -124,8 +128,18 @@ pub const RECORDING_MOUNT: &str = "/var/run/porthole/recordings";
 pub fn recording_base(session_name: &str, session_uid: &str) -> String {
     format!("{session_name}/{session_uid}/connection")
 }
-/// The port the proxy container serves HTTP and WebSocket on.
+/// The port the proxy container serves the console page and WebSocket on: the
+/// only port in the session's Service.
 pub const PROXY_PORT: u16 = 8080;
+/// The name of [`PROXY_PORT`] on the proxy container.
+pub const PROXY_PORT_NAME: &str = "http";
+/// The proxy container's internal port: `/healthz` and `/readyz` for the
+/// kubelet, `/metrics`, and the viewer report ([`VIEWERS_PATH`]) for the
+/// operator. It is in no Service and its NetworkPolicy admits only the
+/// operator, so nothing sent to the console port can starve the probes.
+pub const INTERNAL_PORT: u16 = 8081;
+/// The name of [`INTERNAL_PORT`] on the proxy container.
+pub const INTERNAL_PORT_NAME: &str = "internal";
 /// The port of the per-session Service.
 pub const SERVICE_PORT: u16 = 80;
 /// The WebSocket path, relative to the session's base URL (noVNC's default).
