@@ -119,14 +119,14 @@ pub const SESSION_SECRET_MOUNT: &str = "/var/run/porthole/session";
 /// the proxy pod, writable.
 pub const RECORDING_MOUNT: &str = "/var/run/porthole/recordings";
 
-/// Where a session's recordings go, relative to its claim:
-/// `<session name>/<session uid>/connection`, to which the proxy appends `.N`
-/// for the Nth viewer connection. The uid keeps a session that is deleted and
-/// created again under the same name from overwriting the earlier recordings;
-/// both parts are safe path components (a DNS subdomain never is `.` or `..`,
-/// and a uid holds no `/`).
-pub fn recording_base(session_name: &str, session_uid: &str) -> String {
-    format!("{session_name}/{session_uid}/connection")
+/// Where a session's recordings go, relative to the recording claim:
+/// `<namespace>/<session name>/<session uid>/connection`, to which the proxy
+/// appends `.N` for the Nth viewer connection. The uid keeps a session that is
+/// deleted and created again under the same name from overwriting the earlier
+/// recordings; every part is a safe path component (a DNS label or subdomain
+/// never is `.` or `..`, and a uid holds no `/`).
+pub fn recording_base(namespace: &str, session_name: &str, session_uid: &str) -> String {
+    format!("{namespace}/{session_name}/{session_uid}/connection")
 }
 /// The port the proxy container serves the console page and WebSocket on: the
 /// only port in the session's Service.
@@ -185,15 +185,35 @@ pub struct ViewerReport {
     pub last_address: Option<String>,
 }
 
-/// Labels on everything the operator creates for a session.
+/// Labels on everything the operator creates for a session. A session's
+/// children live in porthole's namespace, apart from the ConsoleSession:
+/// these labels (and [`annotations::SESSION`]) say whose they are, since an
+/// owner reference cannot cross namespaces.
 pub mod labels {
     pub const NAME: &str = "app.kubernetes.io/name";
     pub const PROXY_NAME: &str = "porthole-proxy";
     pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
     pub const OPERATOR_NAME: &str = "porthole-operator";
-    /// The ConsoleSession's name.
+    /// The ConsoleSession's name (shortened with a hash when longer than a
+    /// label value may be).
+    pub const SESSION: &str = "porthole.dev/session";
+    /// The ConsoleSession's namespace.
+    pub const SESSION_NAMESPACE: &str = "porthole.dev/session-namespace";
+    /// The ConsoleSession's uid: what the Service and NetworkPolicy select,
+    /// and what the sweep of orphans checks.
+    pub const SESSION_UID: &str = "porthole.dev/session-uid";
+}
+
+/// Annotations on everything the operator creates for a session.
+pub mod annotations {
+    /// `<namespace>/<name>` of the ConsoleSession, whole (a label value may
+    /// be too short for it).
     pub const SESSION: &str = "porthole.dev/session";
 }
+
+/// The finalizer the operator puts on every ConsoleSession, so that the
+/// session's children in porthole's namespace are removed when it is deleted.
+pub const FINALIZER: &str = "porthole.dev/cleanup";
 
 /// Why a proxy ended a session, written to its termination message and read by
 /// the operator. The text forms are stable: they appear in status and metrics.
@@ -462,8 +482,8 @@ mod tests {
     #[test]
     fn recordings_go_under_the_session_name_and_uid() {
         assert_eq!(
-            recording_base("web", "0f1e2d3c-aaaa-bbbb-cccc-123456789abc"),
-            "web/0f1e2d3c-aaaa-bbbb-cccc-123456789abc/connection"
+            recording_base("team-a", "web", "0f1e2d3c-aaaa-bbbb-cccc-123456789abc"),
+            "team-a/web/0f1e2d3c-aaaa-bbbb-cccc-123456789abc/connection"
         );
     }
 }

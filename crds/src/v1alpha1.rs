@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize};
 /// A request to open one VM's console in a browser for a limited time.
 ///
 /// The operator checks the session against its Hypervisor, creates a Secret, a
-/// proxy Pod and a Service owned by the session, and publishes the console URL in
-/// `status.url`.
+/// proxy Pod and a Service for it in porthole's own namespace (where the
+/// session's namespace cannot see or change them), and publishes the console
+/// URL in `status.url`. Deleting the session removes them.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "porthole.dev",
@@ -23,12 +24,14 @@ use serde::{Deserialize, Serialize};
     doc = "A request to open one VM's console in a browser for a limited time. See spec and status.",
     category = "porthole",
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
-    printcolumn = r#"{"name":"Viewers","type":"integer","jsonPath":".status.viewers.count","priority":1}"#,
+    printcolumn = r#"{"name":"Viewers","type":"integer","jsonPath":".status.viewers.count"}"#,
     printcolumn = r#"{"name":"Hypervisor","type":"string","jsonPath":".spec.hypervisor"}"#,
     printcolumn = r#"{"name":"VM","type":"integer","jsonPath":".spec.vm.id"}"#,
     printcolumn = r#"{"name":"Port","type":"integer","jsonPath":".spec.vm.port"}"#,
+    printcolumn = r#"{"name":"Timeout","type":"string","jsonPath":".spec.timeout"}"#,
+    printcolumn = r#"{"name":"Expires At","type":"string","format":"date-time","jsonPath":".status.expiresAt"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.reason"}"#,
     printcolumn = r#"{"name":"URL","type":"string","jsonPath":".status.url","priority":1}"#,
-    printcolumn = r#"{"name":"Expires","type":"date","jsonPath":".status.expiresAt"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -77,31 +80,36 @@ pub struct ConsoleSessionSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 31536000))]
     pub ttl_seconds_after_finished: Option<i32>,
-    /// Record every viewer connection into a PersistentVolumeClaim of the
-    /// session's namespace, in websockify's format (noVNC's playback reads it),
-    /// as `<session name>/<session uid>/connection.N`, N counting the viewer
-    /// connections from 1. A recording holds everything the viewer saw and
-    /// typed, passwords included: whoever can read the claim can watch the
-    /// console, so guard it like the console itself. Recordings outlive the
-    /// session. Until the claim exists the session waits (phase Pending, reason
-    /// `RecordingClaimNotFound`); if the proxy cannot write a recording, it
-    /// relays nothing and the session fails (reason `RecordingFailed`). Cannot
-    /// be added, changed or removed once the session exists.
+    /// Record every viewer connection (`record: {}`), in websockify's format
+    /// (noVNC's playback reads it). Recordings go to the claim the
+    /// administrator names on the Hypervisor (`spec.recording`) or for the
+    /// whole install, in porthole's namespace, never to one of the session's
+    /// namespace: an audit trail the audited cannot delete. Files are
+    /// `<namespace>/<session name>/<session uid>/connection.N`, N counting the
+    /// viewer connections from 1. A Hypervisor may forbid recording (the
+    /// session fails, reason `NotAllowed`) or require it (every session is
+    /// recorded, asked or not). Until the claim exists the session waits
+    /// (phase Pending, reason `RecordingClaimNotFound`); if the proxy cannot
+    /// write a recording, it relays nothing and the session fails (reason
+    /// `RecordingFailed`). Cannot be added, changed or removed once the
+    /// session exists.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub record: Option<Record>,
 }
 
-/// Where a session's viewer connections are recorded.
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+/// A session's request to be recorded. Where recordings go is the
+/// administrator's choice, not the session's.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(self.claimName)",
+    "message": "spec.record.claimName is no longer supported: recordings go to the claim the administrator names on the Hypervisor (spec.recording.claimName) or in porthole's chart values; write record: {}"
+}]))]
 pub struct Record {
-    /// The PersistentVolumeClaim, in the session's namespace, that receives the
-    /// recordings. The proxy writes as user and group 65532 (the pod's
-    /// `fsGroup`): the volume must let that group write (most storage drivers
-    /// apply `fsGroup`; `hostPath` volumes do not). Sessions on different nodes
-    /// sharing one claim need `ReadWriteMany`.
-    #[schemars(schema_with = "crate::names::claim_name_schema")]
-    pub claim_name: String,
+    /// No longer supported: must be unset. Recordings go to the administrator's
+    /// claim in porthole's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim_name: Option<String>,
 }
 
 /// How viewers reach a session's console.
@@ -384,6 +392,38 @@ pub struct HypervisorSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "crate::duration::schema")]
     pub max_timeout: Option<String>,
+    /// Whether sessions on this Hypervisor are recorded, and where. Unset:
+    /// sessions may ask (`spec.record`), into the install's default claim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording: Option<RecordingPolicy>,
+}
+
+/// Recording of the sessions on one Hypervisor.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordingPolicy {
+    /// `Allowed` (default): sessions that set `spec.record` are recorded.
+    /// `Required`: every session is recorded, asked or not. `Forbidden`: a
+    /// session that asks fails with reason `NotAllowed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<RecordingMode>,
+    /// A PersistentVolumeClaim in porthole's namespace that receives the
+    /// recordings. Unset: the install's default (chart value
+    /// `recording.claimName`). The proxy writes as user and group 65532 (the
+    /// pod's `fsGroup`): the volume must let that group write (most storage
+    /// drivers apply `fsGroup`; `hostPath` volumes do not). Sessions on
+    /// different nodes sharing one claim need `ReadWriteMany`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::names::claim_name_schema")]
+    pub claim_name: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum RecordingMode {
+    #[default]
+    Allowed,
+    Required,
+    Forbidden,
 }
 
 /// Plain VNC consoles on a hypervisor host.
@@ -476,13 +516,15 @@ impl IdRange {
     }
 }
 
-/// A Secret in a given namespace.
+/// A Secret in porthole's namespace.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretRef {
-    /// Namespace of the Secret. The operator needs read access there.
+    /// Must be porthole's namespace (the chart's release namespace), or unset:
+    /// the operator reads Secrets there only, where no tenant can read them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 63))]
-    pub namespace: String,
+    pub namespace: Option<String>,
     /// Name of the Secret.
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
@@ -518,12 +560,14 @@ impl PortRange {
     }
 }
 
-/// A key of a Secret in a given namespace.
+/// A key of a Secret in porthole's namespace.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretKeyRef {
-    /// Namespace of the Secret. The operator needs read access there.
-    pub namespace: String,
+    /// Must be porthole's namespace (the chart's release namespace), or unset:
+    /// the operator reads Secrets there only, where no tenant can read them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
     /// Name of the Secret.
     pub name: String,
     /// Key within the Secret.

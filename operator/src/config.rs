@@ -28,9 +28,23 @@ pub struct Config {
     )]
     pub proxy_image_pull_policy: String,
 
-    /// Namespace whose Secrets hold Hypervisor credentials when a reference names none.
+    /// porthole's own namespace: the only one whose Secrets the operator reads
+    /// (Hypervisor credentials), where recording claims live, and where the
+    /// leader election Lease is.
     #[arg(long, env = "POD_NAMESPACE", default_value = "porthole-system")]
     pub namespace: String,
+
+    /// Namespace of every session's proxy Pod, Secret, Service, Ingress and
+    /// NetworkPolicy (unset: porthole's own namespace). Tenants must have no
+    /// access there: it holds every session's credentials.
+    #[arg(long, env = "PORTHOLE_SESSIONS_NAMESPACE")]
+    pub sessions_namespace: Option<String>,
+
+    /// The PersistentVolumeClaim, in porthole's namespace, that receives
+    /// recordings when a session's Hypervisor names none (unset: sessions on
+    /// such Hypervisors cannot be recorded).
+    #[arg(long, env = "PORTHOLE_RECORDING_CLAIM")]
+    pub recording_claim: Option<String>,
 
     /// Address of the health and metrics endpoint (/healthz, /readyz, /metrics).
     #[arg(long, env = "PORTHOLE_HTTP_ADDR", default_value = "0.0.0.0:8080")]
@@ -60,9 +74,29 @@ pub struct Config {
     #[arg(long, env = "PORTHOLE_INGRESS_CLASS")]
     pub ingress_class: Option<String>,
 
-    /// Default TLS Secret of session Ingresses, in each session's namespace.
+    /// Default TLS Secret of session Ingresses, in the sessions namespace.
     #[arg(long, env = "PORTHOLE_INGRESS_TLS_SECRET")]
     pub ingress_tls_secret: Option<String>,
+
+    /// Exposure types sessions may ask for (comma-separated), besides the
+    /// default (`--expose`). NodePort and LoadBalancer serve plaintext HTTP on
+    /// an address outside the cluster: list them only where that is meant.
+    #[arg(long, env = "PORTHOLE_ALLOWED_EXPOSE_TYPES", default_value = "Ingress", value_parser = expose_types)]
+    pub allowed_expose_types: ExposeTypes,
+
+    /// IngressClasses sessions may name (comma-separated), besides the default.
+    #[arg(long, env = "PORTHOLE_ALLOWED_INGRESS_CLASSES", value_delimiter = ',')]
+    pub allowed_ingress_classes: Vec<String>,
+
+    /// Ingress hosts sessions may name (comma-separated), besides the base
+    /// URL's host. `*.example.com` allows any one label under example.com.
+    #[arg(long, env = "PORTHOLE_ALLOWED_INGRESS_HOSTS", value_delimiter = ',')]
+    pub allowed_ingress_hosts: Vec<String>,
+
+    /// TLS Secrets (in the sessions namespace) sessions may name for their
+    /// Ingress (comma-separated), besides the default.
+    #[arg(long, env = "PORTHOLE_ALLOWED_INGRESS_TLS_SECRETS", value_delimiter = ',')]
+    pub allowed_ingress_tls_secrets: Vec<String>,
 
     /// Host name or address viewers use for NodePort sessions (unset: the
     /// address of the node that runs the proxy pod).
@@ -126,6 +160,29 @@ fn expose_type(text: &str) -> Result<ExposeType, String> {
     }
 }
 
+/// A comma-separated list of exposure types; empty allows none but the default.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExposeTypes(pub Vec<ExposeType>);
+
+impl ExposeTypes {
+    pub fn contains(&self, type_: &ExposeType) -> bool {
+        self.0.contains(type_)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &ExposeType> {
+        self.0.iter()
+    }
+}
+
+fn expose_types(text: &str) -> Result<ExposeTypes, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(expose_type)
+        .collect::<Result<_, _>>()
+        .map(ExposeTypes)
+}
+
 fn duration(text: &str) -> Result<std::time::Duration, String> {
     porthole_api::duration::parse(text).map_err(|e| e.to_string())
 }
@@ -134,5 +191,13 @@ impl Config {
     /// Settings for tests: defaults as if no flag were given.
     pub fn for_tests() -> Self {
         Config::parse_from(["porthole-operator"])
+    }
+
+    /// Where sessions' children live.
+    pub fn sessions_namespace(&self) -> &str {
+        self.sessions_namespace
+            .as_deref()
+            .filter(|ns| !ns.is_empty())
+            .unwrap_or(&self.namespace)
     }
 }

@@ -83,22 +83,146 @@ pub struct IngressPlan {
     pub origin: String,
 }
 
-/// Why a session's exposure cannot be built; becomes an `InvalidSpec` status.
+/// Why a session's exposure cannot be built: [`Error::NoIngressHost`] is an
+/// invalid spec, the others the administrator's policy refusing it.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Error {
     #[error(
         "Ingress exposure needs a host: set spec.expose.ingress.host, or install porthole with a base URL (exposure.baseURL)"
     )]
     NoIngressHost,
+    #[error(
+        "spec.expose.type {asked:?} is not allowed here (allowed: {allowed}); NodePort and LoadBalancer serve plaintext on addresses outside the cluster, so the administrator must list them (chart value exposure.allowedTypes)"
+    )]
+    TypeNotAllowed { asked: String, allowed: String },
+    #[error(
+        "spec.expose.ingress.{field} {asked:?} is not allowed here (allowed: {allowed}); the administrator lists them in the chart value exposure.ingress.{list}"
+    )]
+    IngressSettingNotAllowed {
+        field: &'static str,
+        list: &'static str,
+        asked: String,
+        allowed: String,
+    },
 }
 
-/// What the session asks for, with the operator's defaults filled in.
+impl Error {
+    /// Whether the policy refused the request (as opposed to a spec that
+    /// cannot work anywhere).
+    pub fn is_policy(&self) -> bool {
+        !matches!(self, Error::NoIngressHost)
+    }
+}
+
+/// The administrator's default plus the listed ones, for messages.
+fn allowed_list<'a>(default: Option<&'a str>, listed: &'a [String]) -> String {
+    let all: Vec<&str> = default
+        .into_iter()
+        .chain(listed.iter().map(String::as_str))
+        .collect();
+    if all.is_empty() {
+        "none".to_string()
+    } else {
+        all.join(", ")
+    }
+}
+
+/// `*.example.com` matches exactly one label under `example.com`.
+fn host_matches(pattern: &str, host: &str) -> bool {
+    match pattern.strip_prefix("*.") {
+        Some(suffix) => host
+            .strip_suffix(suffix)
+            .and_then(|label| label.strip_suffix('.'))
+            .is_some_and(|label| !label.is_empty() && !label.contains('.')),
+        None => pattern.eq_ignore_ascii_case(host),
+    }
+}
+
+/// Checks what a session asks for against the administrator's policy: its
+/// exposure type, and for Ingress the class, host and TLS Secret it names.
+/// What the session leaves to the operator's defaults is always allowed.
+fn check_policy(expose: Option<&Expose>, config: &Config) -> Result<(), Error> {
+    let Some(expose) = expose else {
+        return Ok(());
+    };
+    if let Some(asked) = expose.type_
+        && asked != config.expose
+        && !config.allowed_expose_types.contains(&asked)
+    {
+        let listed: Vec<String> = config
+            .allowed_expose_types
+            .iter()
+            .map(|t| format!("{t:?}"))
+            .collect();
+        return Err(Error::TypeNotAllowed {
+            asked: format!("{asked:?}"),
+            allowed: allowed_list(Some(&format!("{:?}", config.expose)), &listed),
+        });
+    }
+    let Some(ingress) = &expose.ingress else {
+        return Ok(());
+    };
+    let refuse = |field, list, asked: &str, default: Option<&str>, listed: &[String]| {
+        Err(Error::IngressSettingNotAllowed {
+            field,
+            list,
+            asked: asked.to_string(),
+            allowed: allowed_list(default, listed),
+        })
+    };
+    if let Some(class) = &ingress.class_name
+        && config.ingress_class.as_ref() != Some(class)
+        && !config.allowed_ingress_classes.contains(class)
+    {
+        return refuse(
+            "className",
+            "allowedClassNames",
+            class,
+            config.ingress_class.as_deref(),
+            &config.allowed_ingress_classes,
+        );
+    }
+    if let Some(host) = &ingress.host {
+        let base = config.base_url.as_ref().map(|b| b.host.as_str());
+        let allowed = base.is_some_and(|b| b.eq_ignore_ascii_case(host))
+            || config
+                .allowed_ingress_hosts
+                .iter()
+                .any(|pattern| host_matches(pattern, host));
+        if !allowed {
+            return refuse(
+                "host",
+                "allowedHosts",
+                host,
+                base,
+                &config.allowed_ingress_hosts,
+            );
+        }
+    }
+    if let Some(secret) = &ingress.tls_secret_name
+        && config.ingress_tls_secret.as_ref() != Some(secret)
+        && !config.allowed_ingress_tls_secrets.contains(secret)
+    {
+        return refuse(
+            "tlsSecretName",
+            "allowedTLSSecretNames",
+            secret,
+            config.ingress_tls_secret.as_deref(),
+            &config.allowed_ingress_tls_secrets,
+        );
+    }
+    Ok(())
+}
+
+/// What the session asks for, with the operator's defaults filled in, once
+/// the administrator's policy allows it.
 pub fn resolve(
     expose: Option<&Expose>,
     config: &Config,
     namespace: &str,
     name: &str,
 ) -> Result<Exposure, Error> {
+    check_policy(expose, config)?;
     let kind = expose.and_then(|e| e.type_).unwrap_or(config.expose);
     Ok(match kind {
         ExposeType::ClusterIP => Exposure::ClusterIp,
@@ -299,7 +423,12 @@ mod tests {
 
     #[test]
     fn the_default_is_the_operators_and_the_session_may_choose() {
-        let cfg = config(&["--expose", "NodePort"]);
+        let cfg = config(&[
+            "--expose",
+            "NodePort",
+            "--allowed-expose-types",
+            "LoadBalancer",
+        ]);
         assert_eq!(resolve(None, &cfg, "ns", "s"), Ok(Exposure::NodePort));
         let lb = expose(ExposeType::LoadBalancer, None);
         assert_eq!(
@@ -342,7 +471,18 @@ mod tests {
 
     #[test]
     fn the_sessions_ingress_settings_win_and_tls_makes_https() {
-        let cfg = config(&["--base-url", "http://lab.local", "--ingress-class", "nginx"]);
+        let cfg = config(&[
+            "--base-url",
+            "http://lab.local",
+            "--ingress-class",
+            "nginx",
+            "--allowed-ingress-classes",
+            "traefik",
+            "--allowed-ingress-hosts",
+            "*.example.org",
+            "--allowed-ingress-tls-secrets",
+            "vm-tls",
+        ]);
         let spec = expose(
             ExposeType::Ingress,
             Some(IngressExpose {
@@ -362,6 +502,54 @@ mod tests {
                 origin: "https://vm.example.org".into(),
             })
         );
+    }
+
+    #[test]
+    fn plaintext_outside_the_cluster_is_refused_unless_the_administrator_allows_it() {
+        for type_ in [ExposeType::NodePort, ExposeType::LoadBalancer] {
+            let error = resolve(Some(&expose(type_, None)), &config(&[]), "ns", "s").unwrap_err();
+            assert!(error.is_policy());
+            let text = error.to_string();
+            assert!(text.contains(&format!("{type_:?}")), "{text}");
+            assert!(text.contains("allowed: ClusterIP"), "{text}");
+        }
+        let cfg = config(&["--allowed-expose-types", "NodePort,LoadBalancer"]);
+        let lb = expose(ExposeType::LoadBalancer, None);
+        assert_eq!(resolve(Some(&lb), &cfg, "ns", "s"), Ok(Exposure::LoadBalancer));
+    }
+
+    #[test]
+    fn ingress_class_host_and_tls_secret_must_be_the_administrators() {
+        let cfg = config(&[
+            "--base-url",
+            "https://consoles.example.com",
+            "--allowed-expose-types",
+            "Ingress",
+            "--allowed-ingress-hosts",
+            "*.lab.example.com",
+        ]);
+        let asking = |class: Option<&str>, host: Option<&str>, tls: Option<&str>| {
+            let spec = expose(
+                ExposeType::Ingress,
+                Some(IngressExpose {
+                    class_name: class.map(Into::into),
+                    host: host.map(Into::into),
+                    tls_secret_name: tls.map(Into::into),
+                }),
+            );
+            resolve(Some(&spec), &cfg, "ns", "s").map_err(|e| e.to_string())
+        };
+        let class = asking(Some("public"), None, None).unwrap_err();
+        assert!(class.contains("className \"public\""), "{class}");
+        let host = asking(None, Some("bank.example.com"), None).unwrap_err();
+        assert!(host.contains("host \"bank.example.com\""), "{host}");
+        assert!(host.contains("consoles.example.com, *.lab.example.com"), "{host}");
+        let deeper = asking(None, Some("a.b.lab.example.com"), None).unwrap_err();
+        assert!(deeper.contains("host"), "{deeper}");
+        let tls = asking(None, None, Some("someone-elses-cert")).unwrap_err();
+        assert!(tls.contains("tlsSecretName"), "{tls}");
+        assert!(asking(None, Some("vm1.lab.example.com"), None).is_ok());
+        assert!(asking(None, Some("consoles.example.com"), None).is_ok());
     }
 
     #[test]

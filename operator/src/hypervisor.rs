@@ -139,7 +139,7 @@ mod tests {
                 proxmox: Some(ProxmoxHypervisor {
                     url: "https://pve:8006".into(),
                     credentials_secret_ref: SecretRef {
-                        namespace: "porthole-system".into(),
+                        namespace: None,
                         name: "pve".into(),
                     },
                     tls: Some(ProxmoxTls {
@@ -151,6 +151,7 @@ mod tests {
                 allowed_namespaces: None,
                 default_timeout: None,
                 max_timeout: None,
+                recording: None,
             },
         )
     }

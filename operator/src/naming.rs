@@ -1,23 +1,33 @@
 //! Deterministic names of what a session owns, so every reconcile (and every
 //! operator replica) computes the same ones and server-side apply stays idempotent.
+//!
+//! The children live in porthole's namespace, where sessions of every tenant
+//! meet: their name carries the session's uid, which no two sessions share,
+//! and the session's name first, for people reading `kubectl get pods`.
 
-/// The Pod, Service and Secret of a session share one name: `console-<session>`,
-/// shortened with a hash when the session name is long. It is a valid DNS-1035
-/// label (Services need one), at most 63 characters.
-pub fn child_name(session: &str) -> String {
+/// The Pod, Service, Secret, NetworkPolicy and Ingress of a session share one
+/// name: `console-<session>-<uid>`, the session name shortened to fit. It is a
+/// valid DNS-1035 label (Services need one), at most 63 characters.
+pub fn child_name(session: &str, uid: &str) -> String {
     const PREFIX: &str = "console-";
     const MAX: usize = 63;
-    let candidate = format!("{PREFIX}{session}");
-    if candidate.len() <= MAX && !candidate.contains('.') {
-        return candidate;
-    }
-    let hash = fnv1a(session);
-    let keep: String = session
+    let uid: String = uid
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    let room = MAX.saturating_sub(PREFIX.len() + 1 + uid.len());
+    let readable: String = session
         .chars()
         .map(|c| if c == '.' { '-' } else { c })
-        .take(MAX - PREFIX.len() - 9)
+        .take(room)
         .collect();
-    format!("{PREFIX}{}-{hash:08x}", keep.trim_end_matches('-'))
+    let readable = readable.trim_end_matches('-');
+    if readable.is_empty() {
+        format!("{PREFIX}{uid}")
+    } else {
+        format!("{PREFIX}{readable}-{uid}")
+    }
 }
 
 /// The value of the session label (`labels::SESSION`) on what a session owns:
@@ -44,9 +54,11 @@ fn fnv1a(text: &str) -> u32 {
 mod tests {
     use super::*;
 
+    const UID: &str = "0f1e2d3c-aaaa-bbbb-cccc-123456789abc";
+
     #[test]
-    fn short_names_are_readable() {
-        assert_eq!(child_name("web-01"), "console-web-01");
+    fn short_names_are_readable_and_carry_the_uid() {
+        assert_eq!(child_name("web-01", UID), format!("console-web-01-{UID}"));
     }
 
     #[test]
@@ -55,16 +67,25 @@ mod tests {
             "a".repeat(253),
             "vm.example.com".to_string(),
             format!("{}-", "b".repeat(60)),
+            "0-starts-with-a-digit".to_string(),
         ] {
-            let name = child_name(&session);
+            let name = child_name(&session, UID);
             assert!(name.len() <= 63, "{name} too long");
+            assert!(name.starts_with("console-") && name.ends_with(UID), "{name}");
             assert!(
                 name.chars()
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
                 "{name}"
             );
-            assert!(!name.ends_with('-'));
+            assert!(!name.contains("--"), "{name}");
         }
+    }
+
+    #[test]
+    fn sessions_of_the_same_name_in_two_namespaces_do_not_collide() {
+        let a = child_name("web", "11111111-0000-0000-0000-000000000000");
+        let b = child_name("web", "22222222-0000-0000-0000-000000000000");
+        assert_ne!(a, b);
     }
 
     #[test]
@@ -75,12 +96,5 @@ mod tests {
         assert!(value.len() <= 63, "{value}");
         assert!(value.starts_with("aaaa") && value.chars().last().unwrap().is_ascii_alphanumeric());
         assert_ne!(value, label_value(&format!("{}c", &long[..252])));
-    }
-
-    #[test]
-    fn different_long_names_do_not_collide() {
-        let a = child_name(&format!("{}a", "x".repeat(100)));
-        let b = child_name(&format!("{}b", "x".repeat(100)));
-        assert_ne!(a, b);
     }
 }

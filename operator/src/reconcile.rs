@@ -1,5 +1,9 @@
-//! The reconcile pipeline for one ConsoleSession:
+//! The reconcile pipeline for one ConsoleSession. Its children live in
+//! porthole's sessions namespace, without owner references (those cannot cross
+//! namespaces): the session's finalizer removes them when it is deleted, and
+//! the sweep ([`crate::sweep`]) removes any whose session is gone.
 //!
+//! 0. **deleted?** the finalizer's cleanup removes the children;
 //! 1. **finished?** a final session only makes sure its children are gone;
 //! 2. **dereference** the Hypervisor, its password Secret, the session Secret
 //!    and, for a recorded session, its PersistentVolumeClaim;
@@ -20,8 +24,10 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
+use kube::runtime::finalizer::{self, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
+use porthole_api::contract::FINALIZER;
 use porthole_api::v1alpha1::{ConsoleSession, Hypervisor, SessionPhase};
 use rand::RngCore;
 use serde_json::json;
@@ -33,7 +39,8 @@ use crate::proxmox::{Authenticated, authenticate};
 use crate::resources::{SessionPlan, secret_text};
 use crate::status::{Reason, SeenViewers, Verdict, pod_is_ready, pod_outcome};
 use crate::validate::{
-    Credentials, Observed, ProxmoxCredentials, RecordingClaim, plan, waiting_deadline,
+    Credentials, Observed, ProxmoxCredentials, RecordingClaim, plan, recording_claim,
+    waiting_deadline,
 };
 use crate::viewers;
 
@@ -44,6 +51,9 @@ pub const MANAGER: &str = "porthole-operator";
 pub enum Error {
     #[error("Kubernetes API request failed: {0}")]
     Kube(#[from] kube::Error),
+    /// Adding or removing the session's finalizer failed, or its cleanup did.
+    #[error("finalizer {FINALIZER}: {0}")]
+    Finalizer(#[source] Box<finalizer::Error<Error>>),
 }
 
 impl Error {
@@ -52,24 +62,60 @@ impl Error {
         match self {
             Error::Kube(kube::Error::Api(_)) => "api",
             Error::Kube(_) => "transport",
+            Error::Finalizer(inner) => match inner.as_ref() {
+                finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => {
+                    e.category()
+                }
+                _ => "finalizer",
+            },
         }
     }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Keeps the session's finalizer in place while it lives, and runs the
+/// cleanup when it is deleted.
 pub async fn reconcile(session: Arc<ConsoleSession>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile_timer();
-    let ns = session.namespace().unwrap_or_default();
-    let children = Children::new(&ctx, &ns, &child_name(&session.name_any()));
+    let api: Api<ConsoleSession> =
+        Api::namespaced(ctx.client.clone(), &session.namespace().unwrap_or_default());
+    finalizer(&api, FINALIZER, session, |event| async {
+        match event {
+            finalizer::Event::Apply(session) => run(session, &ctx).await,
+            finalizer::Event::Cleanup(session) => clean_up(&session, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+/// The session's children, in porthole's sessions namespace.
+fn children_of(ctx: &Context, session: &ConsoleSession) -> Children {
+    let uid = session.uid().unwrap_or_default();
+    Children::new(
+        ctx,
+        ctx.config.sessions_namespace(),
+        &child_name(&session.name_any(), &uid),
+    )
+}
+
+/// The session is being deleted: its children go first, then the finalizer.
+async fn clean_up(session: &ConsoleSession, ctx: &Context) -> Result<Action> {
+    ctx.viewer_watches.stop(&ObjectRef::from_obj(session));
+    let uid = session.uid().unwrap_or_default();
+    if !ctx.cleaned_up.contains(&uid) {
+        children_of(ctx, session).delete_all().await?;
+        info!(session = %session.name_any(), "deleted the session's proxy pod, Service and Secret");
+    }
+    Ok(Action::await_change())
+}
+
+async fn run(session: Arc<ConsoleSession>, ctx: &Context) -> Result<Action> {
+    let children = children_of(ctx, &session);
+    let ns = ctx.config.sessions_namespace();
     let previous = session.status.as_ref();
 
-    if session.meta().deletion_timestamp.is_some() {
-        // Being deleted (in the foreground, or held by someone's finalizer):
-        // the garbage collector removes its children; nothing new is made.
-        ctx.viewer_watches.stop(&ObjectRef::from_obj(&*session));
-        return Ok(Action::await_change());
-    }
     if let Some(ended) = previous.filter(|s| s.phase.is_some_and(SessionPhase::is_final)) {
         ctx.viewer_watches.stop(&ObjectRef::from_obj(&*session));
         let uid = session.uid().unwrap_or_default();
@@ -77,21 +123,18 @@ pub async fn reconcile(session: Arc<ConsoleSession>, ctx: Arc<Context>) -> Resul
             children.delete_all().await?;
             ctx.cleaned_up.insert(&uid);
         }
-        return expire_after_ttl(&session, &ctx, ended.ended_at.as_ref()).await;
+        return expire_after_ttl(&session, ctx, ended.ended_at.as_ref()).await;
     }
 
     let existing_pod = children.pods.get_opt(&children.name).await?;
-    if let Some(stale) = existing_pod.as_ref().filter(|p| !owned_by(*p, &session)) {
-        return wait_for_predecessor(&session, &ctx, &children, "pod", &stale.name_any()).await;
-    }
     if let Some(going) = existing_pod
         .as_ref()
         .filter(|p| p.metadata.deletion_timestamp.is_some())
     {
-        return wait_for_replacement(&session, &ctx, &children, &going.name_any()).await;
+        return wait_for_replacement(&session, ctx, &children, &going.name_any()).await;
     }
     if let Some(verdict) = existing_pod.as_ref().and_then(pod_outcome) {
-        finish(&session, &ctx, &children, verdict).await?;
+        finish(&session, ctx, &children, verdict).await?;
         return Ok(Action::await_change());
     }
     if existing_pod.is_none() && run_once_used(&session) {
@@ -101,7 +144,7 @@ pub async fn reconcile(session: Arc<ConsoleSession>, ctx: Arc<Context>) -> Resul
             Reason::Completed,
             "the run-once session's viewer has been, and its proxy pod is gone",
         );
-        finish(&session, &ctx, &children, verdict).await?;
+        finish(&session, ctx, &children, verdict).await?;
         return Ok(Action::await_change());
     }
 
@@ -110,17 +153,10 @@ pub async fn reconcile(session: Arc<ConsoleSession>, ctx: Arc<Context>) -> Resul
         // it ends, with nothing more to look up (a proxy that ended
         // before it has said why above). Many sessions can fall due
         // at once; each reaching its status write sooner keeps them on time.
-        finish(&session, &ctx, &children, expired(deadline)).await?;
+        finish(&session, ctx, &children, expired(deadline)).await?;
         return Ok(Action::await_change());
     }
-    let observed = dereference(&session, &ctx, &children, existing_pod.is_some()).await?;
-    if let Some(stale) = observed
-        .session_secret
-        .as_ref()
-        .filter(|s| !owned_by(*s, &session))
-    {
-        return wait_for_predecessor(&session, &ctx, &children, "Secret", &stale.name_any()).await;
-    }
+    let observed = dereference(&session, ctx, &children, existing_pod.is_some()).await?;
     let plan = match plan(&session, &observed, &ctx.config, new_token) {
         Ok(plan) => plan,
         // Watches on Hypervisors bring a waiting session back; the retry is a backstop.
@@ -131,25 +167,25 @@ pub async fn reconcile(session: Arc<ConsoleSession>, ctx: Arc<Context>) -> Resul
                 Reason::RecordingClaimNotFound => Duration::from_secs(15),
                 _ => Duration::from_secs(60),
             };
-            return settle(&session, &ctx, &children, verdict, retry).await;
+            return settle(&session, ctx, &children, verdict, retry).await;
         }
     };
 
     let now = Timestamp::now();
     if now >= plan.expires_at {
-        finish(&session, &ctx, &children, expired(Time(plan.expires_at))).await?;
+        finish(&session, ctx, &children, expired(Time(plan.expires_at))).await?;
         return Ok(Action::await_change());
     }
     let Authenticated { plan, renew_at } =
-        match authenticate(plan, observed.session_secret.as_ref(), &ctx).await {
+        match authenticate(plan, observed.session_secret.as_ref(), ctx).await {
             Ok(authenticated) => authenticated,
             Err(verdict) => {
-                return settle(&session, &ctx, &children, verdict, Duration::from_secs(15)).await;
+                return settle(&session, ctx, &children, verdict, Duration::from_secs(15)).await;
             }
         };
     let secret_exists = observed.session_secret.is_some();
     let (pod, service) = apply(
-        &ctx,
+        ctx,
         &children,
         &plan,
         &session,
@@ -160,7 +196,7 @@ pub async fn reconcile(session: Arc<ConsoleSession>, ctx: Arc<Context>) -> Resul
     // Ready means a viewer can connect now: the pod is ready *and* the Service
     // routes to it, which happens only once its EndpointSlice lists *this* pod
     // as ready (a replaced pod's endpoint can linger there for a while).
-    let routed = pod_is_ready(&pod) && service_routes_to(&ctx, &ns, &children.name, &pod).await?;
+    let routed = pod_is_ready(&pod) && service_routes_to(ctx, ns, &children.name, &pod).await?;
     let url = plan.exposure.url(
         &service,
         &pod,
@@ -169,7 +205,7 @@ pub async fn reconcile(session: Arc<ConsoleSession>, ctx: Arc<Context>) -> Resul
     );
     let mut verdict = match url {
         Ok(url) if routed => {
-            let viewers = read_viewers(&session, &ctx, &pod, &plan.token).await;
+            let viewers = read_viewers(&session, ctx, &pod, &plan.token).await;
             open_verdict(url, viewers)
         }
         Ok(_) => Verdict::new(
@@ -180,7 +216,7 @@ pub async fn reconcile(session: Arc<ConsoleSession>, ctx: Arc<Context>) -> Resul
         Err(waiting) => Verdict::new(SessionPhase::Pending, Reason::AwaitingAddress, waiting),
     };
     verdict.expires_at = Some(Time(plan.expires_at));
-    update_status(&session, &ctx, &verdict).await?;
+    update_status(&session, ctx, &verdict).await?;
     // Wake up exactly at the deadline. The deadline comes from the resource, so a
     // restarted operator computes the same one. Measured now, not when this
     // reconcile began: the requeue counts from the reconcile's end.
@@ -193,37 +229,6 @@ pub async fn reconcile(session: Arc<ConsoleSession>, ctx: Arc<Context>) -> Resul
             .min(until_renewal)
             .min(Duration::from_secs(300)),
     ))
-}
-
-/// Whether `object` belongs to this session, not to an earlier one of the
-/// same name whose children are still being deleted.
-fn owned_by(object: &impl Resource, session: &ConsoleSession) -> bool {
-    let uid = session.meta().uid.as_deref();
-    object
-        .meta()
-        .owner_references
-        .iter()
-        .flatten()
-        .any(|owner| Some(owner.uid.as_str()) == uid)
-}
-
-/// A session re-created under the name of one just deleted finds that one's
-/// pod or Secret still there, going away: taking it over would end the new
-/// session with the old pod's end, or give it the old token. It waits; the
-/// deletion brings it back (the pod is watched), the retry is a backstop.
-async fn wait_for_predecessor(
-    session: &ConsoleSession,
-    ctx: &Context,
-    children: &Children,
-    kind: &str,
-    name: &str,
-) -> Result<Action> {
-    let verdict = Verdict::new(
-        SessionPhase::Pending,
-        Reason::ProxyStarting,
-        format!("waiting for {kind} {name} of an earlier session with this name to be deleted"),
-    );
-    settle(session, ctx, children, verdict, Duration::from_secs(2)).await
 }
 
 /// The session's pod is being deleted by someone else: the operator deletes
@@ -375,6 +380,12 @@ async fn dereference(
         Some(hv) => read_credentials(ctx, hv).await?,
         None => Credentials::NotConfigured,
     };
+    // The claim is the administrator's, in porthole's namespace; a session
+    // whose recording cannot be planned is told why by `plan`.
+    let claim = hypervisor
+        .as_ref()
+        .filter(|_| !pod_exists)
+        .and_then(|hv| recording_claim(session, hv, &ctx.config).ok().flatten());
     let session_secret = children.secrets.get_opt(&children.name).await?;
     let namespaces: Api<Namespace> = Api::all(ctx.client.clone());
     let namespace_labels = namespaces
@@ -382,13 +393,13 @@ async fn dereference(
         .await?
         .and_then(|ns| ns.metadata.labels)
         .unwrap_or_default();
-    let recording_claim = match &session.spec.record {
-        Some(record) if !pod_exists => {
+    let recording_claim = match claim {
+        Some(claim) => {
             let claims: Api<PersistentVolumeClaim> =
-                Api::namespaced(ctx.client.clone(), &session.namespace().unwrap_or_default());
-            RecordingClaim::found(claims.get_opt(&record.claim_name).await?.as_ref())
+                Api::namespaced(ctx.client.clone(), &ctx.config.namespace);
+            RecordingClaim::found(claims.get_opt(&claim).await?.as_ref())
         }
-        _ => RecordingClaim::NotChecked,
+        None => RecordingClaim::NotChecked,
     };
     Ok(Observed {
         hypervisor,
@@ -399,21 +410,36 @@ async fn dereference(
     })
 }
 
-/// Reads the Secret a Hypervisor names for its credentials.
+/// Why a Hypervisor's Secret reference cannot be followed: it names another
+/// namespace than porthole's, the only one whose Secrets the operator reads.
+fn foreign_namespace(namespace: Option<&str>, home: &str) -> Option<Credentials> {
+    let named = namespace.filter(|ns| *ns != home)?;
+    Some(Credentials::Missing(format!(
+        "the Hypervisor names a Secret in namespace {named:?}: credentials must be in porthole's \
+         namespace {home:?} (leave the reference's namespace unset)"
+    )))
+}
+
+/// Reads the Secret a Hypervisor names for its credentials, in porthole's
+/// namespace.
 async fn read_credentials(ctx: &Context, hypervisor: &Hypervisor) -> Result<Credentials> {
+    let home = ctx.config.namespace.as_str();
     let secret_value =
         |secret: &Option<Secret>, key: &str| secret.as_ref().and_then(|s| secret_text(s, key));
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), home);
     if let Some(vnc) = &hypervisor.spec.vnc {
         let Some(reference) = &vnc.password_secret_ref else {
             return Ok(Credentials::NotConfigured);
         };
-        let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &reference.namespace);
+        if let Some(refused) = foreign_namespace(reference.namespace.as_deref(), home) {
+            return Ok(refused);
+        }
         let secret = secrets.get_opt(&reference.name).await?;
         return Ok(match secret_value(&secret, &reference.key) {
             Some(password) => Credentials::VncPassword(password),
             None => Credentials::Missing(format!(
-                "Secret {}/{} has no key {:?}",
-                reference.namespace, reference.name, reference.key
+                "Secret {home}/{} has no key {:?}",
+                reference.name, reference.key
             )),
         });
     }
@@ -421,7 +447,9 @@ async fn read_credentials(ctx: &Context, hypervisor: &Hypervisor) -> Result<Cred
         return Ok(Credentials::NotConfigured);
     };
     let reference = &pve.credentials_secret_ref;
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &reference.namespace);
+    if let Some(refused) = foreign_namespace(reference.namespace.as_deref(), home) {
+        return Ok(refused);
+    }
     let secret = secrets.get_opt(&reference.name).await?;
     let get = |key| secret_value(&secret, key);
     use porthole_api::contract::proxmox_credentials as keys;
@@ -439,12 +467,11 @@ async fn read_credentials(ctx: &Context, hypervisor: &Hypervisor) -> Result<Cred
                 Credentials::Proxmox(ProxmoxCredentials::ApiToken(format!("{id}={secret}")))
             }
             _ if secret.is_none() => Credentials::Missing(format!(
-                "Secret {}/{} does not exist",
-                reference.namespace, reference.name
+                "Secret {home}/{} does not exist",
+                reference.name
             )),
             _ => Credentials::Missing(format!(
-                "Secret {}/{} needs keys {:?} and {:?}, or {:?} and {:?}",
-                reference.namespace,
+                "Secret {home}/{} needs keys {:?} and {:?}, or {:?} and {:?}",
                 reference.name,
                 keys::USERNAME,
                 keys::PASSWORD,
@@ -777,26 +804,6 @@ mod tests {
             "status": {"viewers": {"count": 0, "connections": connections}},
         }))
         .unwrap()
-    }
-
-    #[test]
-    fn only_children_owned_by_this_session_uid_are_its_own() {
-        let mut current = session(false, 0);
-        current.metadata.uid = Some("new".into());
-        let child = |uid: &str| -> k8s_openapi::api::core::v1::Pod {
-            serde_json::from_value(super::json!({
-                "metadata": {"name": "console-s", "ownerReferences": [{
-                    "apiVersion": "porthole.dev/v1alpha1", "kind": "ConsoleSession",
-                    "name": "s", "uid": uid}]}
-            }))
-            .unwrap()
-        };
-        assert!(super::owned_by(&child("new"), &current));
-        assert!(!super::owned_by(&child("old"), &current));
-        assert!(!super::owned_by(
-            &k8s_openapi::api::core::v1::Pod::default(),
-            &current
-        ));
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Pure builders of the objects a session owns: its Secret, proxy Pod and Service.
+//! Pure builders of the objects made for a session: its Secret, proxy Pod,
+//! Service, Ingress and NetworkPolicy, all in porthole's sessions namespace.
 //! No client here: everything is unit-tested from plain values.
 
 use std::collections::BTreeMap;
@@ -18,9 +19,9 @@ use k8s_openapi::api::networking::v1::{
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use porthole_api::contract::{self, env, labels, secret_keys};
+use porthole_api::contract::{self, annotations, env, labels, secret_keys};
 use porthole_api::v1alpha1::ViewerPolicy;
 
 use crate::exposure::Exposure;
@@ -30,13 +31,21 @@ use crate::target::Target;
 /// Everything the builders need, resolved and validated by the reconciler.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SessionPlan {
+    /// Where the children live: porthole's sessions namespace, never the
+    /// session's own.
     pub namespace: String,
+    /// Where the operator runs: the only source its NetworkPolicy lets reach
+    /// the proxy's internal port.
+    pub operator_namespace: String,
     /// How viewers reach the console.
     pub exposure: Exposure,
     /// Name shared by the Pod, Service, Secret, NetworkPolicy and Ingress.
     pub child_name: String,
+    pub session_namespace: String,
     pub session_name: String,
-    pub owner: OwnerReference,
+    /// Children carry it as a label: what their Service and NetworkPolicy
+    /// select, and how the sweep tells an orphan.
+    pub session_uid: String,
     /// Where the proxy connects, taken from the Hypervisor, never from the session.
     pub target: Target,
     /// Shown on the console page.
@@ -84,15 +93,31 @@ impl SessionPlan {
                 labels::OPERATOR_NAME.to_string(),
             ),
             (labels::SESSION.to_string(), label_value(&self.session_name)),
+            (
+                labels::SESSION_NAMESPACE.to_string(),
+                self.session_namespace.clone(),
+            ),
+            (labels::SESSION_UID.to_string(), self.session_uid.clone()),
         ])
     }
 
+    /// Selects this session's proxy pod: by uid, which no other session shares.
+    fn selector(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([(labels::SESSION_UID.to_string(), self.session_uid.clone())])
+    }
+
+    /// No owner reference: the session is in another namespace, which
+    /// Kubernetes does not allow for owners. The session's finalizer and the
+    /// sweep of orphans remove the children instead.
     fn metadata(&self) -> ObjectMeta {
         ObjectMeta {
             name: Some(self.child_name.clone()),
             namespace: Some(self.namespace.clone()),
             labels: Some(self.labels()),
-            owner_references: Some(vec![self.owner.clone()]),
+            annotations: Some(BTreeMap::from([(
+                annotations::SESSION.to_string(),
+                format!("{}/{}", self.session_namespace, self.session_name),
+            )])),
             ..ObjectMeta::default()
         }
     }
@@ -124,10 +149,12 @@ impl SessionPlan {
             value: Some(value.to_string()),
             ..EnvVar::default()
         };
+        // Probes go to the internal port: a flood on the console port cannot
+        // starve them into a restart that would end the session.
         let http_probe = |path: &str, period: i32| Probe {
             http_get: Some(HTTPGetAction {
                 path: Some(path.to_string()),
-                port: IntOrString::String("http".to_string()),
+                port: IntOrString::String(contract::INTERNAL_PORT_NAME.to_string()),
                 ..HTTPGetAction::default()
             }),
             period_seconds: Some(period),
@@ -143,8 +170,12 @@ impl SessionPlan {
         };
         let mut env_vars = vec![
             env_var(env::LISTEN, &format!("0.0.0.0:{}", contract::PROXY_PORT)),
+            env_var(
+                env::INTERNAL_LISTEN,
+                &format!("0.0.0.0:{}", contract::INTERNAL_PORT),
+            ),
             env_var(env::SESSION_DIR, contract::SESSION_SECRET_MOUNT),
-            env_var(env::SESSION_NAMESPACE, &self.namespace),
+            env_var(env::SESSION_NAMESPACE, &self.session_namespace),
             env_var(env::SESSION_NAME, &self.session_name),
             env_var(env::VM_NAME, &self.vm_name),
             env_var(env::EXPIRES_AT, &self.expires_at.to_string()),
@@ -205,12 +236,20 @@ impl SessionPlan {
             image_pull_policy: Some(self.proxy_image_pull_policy.clone()),
             args: Some(vec!["session".to_string()]),
             env: Some(env_vars),
-            ports: Some(vec![ContainerPort {
-                name: Some("http".to_string()),
-                container_port: i32::from(contract::PROXY_PORT),
-                protocol: Some("TCP".to_string()),
-                ..ContainerPort::default()
-            }]),
+            ports: Some(vec![
+                ContainerPort {
+                    name: Some(contract::PROXY_PORT_NAME.to_string()),
+                    container_port: i32::from(contract::PROXY_PORT),
+                    protocol: Some("TCP".to_string()),
+                    ..ContainerPort::default()
+                },
+                ContainerPort {
+                    name: Some(contract::INTERNAL_PORT_NAME.to_string()),
+                    container_port: i32::from(contract::INTERNAL_PORT),
+                    protocol: Some("TCP".to_string()),
+                    ..ContainerPort::default()
+                },
+            ]),
             volume_mounts: Some(volume_mounts),
             readiness_probe: Some(http_probe("/readyz", 1)),
             liveness_probe: Some(http_probe("/healthz", 10)),
@@ -272,14 +311,15 @@ impl SessionPlan {
             metadata: self.metadata(),
             spec: Some(ServiceSpec {
                 type_: Some(self.exposure.service_type().to_string()),
-                selector: Some(BTreeMap::from([(
-                    labels::SESSION.to_string(),
-                    label_value(&self.session_name),
-                )])),
+                selector: Some(self.selector()),
+                // The console port only: probes, metrics and the viewer
+                // report stay on the pod's internal port.
                 ports: Some(vec![ServicePort {
-                    name: Some("http".to_string()),
+                    name: Some(contract::PROXY_PORT_NAME.to_string()),
                     port: i32::from(contract::SERVICE_PORT),
-                    target_port: Some(IntOrString::String("http".to_string())),
+                    target_port: Some(IntOrString::String(
+                        contract::PROXY_PORT_NAME.to_string(),
+                    )),
                     protocol: Some("TCP".to_string()),
                     ..ServicePort::default()
                 }]),
@@ -332,9 +372,10 @@ impl SessionPlan {
         })
     }
 
-    /// Lets the proxy pod receive viewers on its HTTP port and reach nothing but
-    /// its hypervisor's console or API port (and DNS, when the hypervisor is
-    /// named by host name).
+    /// Lets the proxy pod receive viewers on its console port, the operator
+    /// (only) on its internal port, and reach nothing but its hypervisor's
+    /// console or API port (and DNS, when the hypervisor is named by host
+    /// name).
     pub fn network_policy(&self) -> NetworkPolicy {
         let (host, port) = self.target.endpoint();
         let tcp = |port: u16| NetworkPolicyPort {
@@ -378,17 +419,36 @@ impl SessionPlan {
             metadata: self.metadata(),
             spec: Some(NetworkPolicySpec {
                 pod_selector: Some(LabelSelector {
-                    match_labels: Some(BTreeMap::from([(
-                        labels::SESSION.to_string(),
-                        label_value(&self.session_name),
-                    )])),
+                    match_labels: Some(self.selector()),
                     ..LabelSelector::default()
                 }),
                 policy_types: Some(vec!["Ingress".to_string(), "Egress".to_string()]),
-                ingress: Some(vec![NetworkPolicyIngressRule {
-                    from: None,
-                    ports: Some(vec![tcp(contract::PROXY_PORT)]),
-                }]),
+                ingress: Some(vec![
+                    NetworkPolicyIngressRule {
+                        from: None,
+                        ports: Some(vec![tcp(contract::PROXY_PORT)]),
+                    },
+                    NetworkPolicyIngressRule {
+                        from: Some(vec![NetworkPolicyPeer {
+                            namespace_selector: Some(LabelSelector {
+                                match_labels: Some(BTreeMap::from([(
+                                    "kubernetes.io/metadata.name".to_string(),
+                                    self.operator_namespace.clone(),
+                                )])),
+                                ..LabelSelector::default()
+                            }),
+                            pod_selector: Some(LabelSelector {
+                                match_labels: Some(BTreeMap::from([(
+                                    labels::NAME.to_string(),
+                                    labels::OPERATOR_NAME.to_string(),
+                                )])),
+                                ..LabelSelector::default()
+                            }),
+                            ..NetworkPolicyPeer::default()
+                        }]),
+                        ports: Some(vec![tcp(contract::INTERNAL_PORT)]),
+                    },
+                ]),
                 egress: Some(egress),
             }),
         }
@@ -412,18 +472,13 @@ mod tests {
 
     fn plan() -> SessionPlan {
         SessionPlan {
-            namespace: "team-a".into(),
+            namespace: "porthole-sessions".into(),
+            operator_namespace: "porthole-system".into(),
             exposure: Exposure::ClusterIp,
-            child_name: "console-web".into(),
+            child_name: "console-web-uid-1".into(),
+            session_namespace: "team-a".into(),
             session_name: "web".into(),
-            owner: OwnerReference {
-                api_version: "porthole.dev/v1alpha1".into(),
-                kind: "ConsoleSession".into(),
-                name: "web".into(),
-                uid: "uid-1".into(),
-                controller: Some(true),
-                block_owner_deletion: Some(true),
-            },
+            session_uid: "uid-1".into(),
             target: Target::Vnc(VncTarget {
                 host: "10.0.0.5".into(),
                 port: 5910,
@@ -542,14 +597,50 @@ mod tests {
     }
 
     #[test]
-    fn everything_is_owned_by_the_session_and_labelled() {
+    fn everything_lives_in_the_sessions_namespace_labelled_with_its_session() {
         let p = plan();
-        for meta in [p.secret().metadata, p.pod().metadata, p.service().metadata] {
-            assert_eq!(meta.owner_references.as_ref().unwrap()[0].uid, "uid-1");
-            assert_eq!(meta.labels.as_ref().unwrap()[labels::SESSION], "web");
-            assert_eq!(meta.name.as_deref(), Some("console-web"));
-            assert_eq!(meta.namespace.as_deref(), Some("team-a"));
+        for meta in [
+            p.secret().metadata,
+            p.pod().metadata,
+            p.service().metadata,
+            p.network_policy().metadata,
+        ] {
+            let labels = meta.labels.as_ref().unwrap();
+            assert_eq!(labels[labels::SESSION], "web");
+            assert_eq!(labels[labels::SESSION_NAMESPACE], "team-a");
+            assert_eq!(labels[labels::SESSION_UID], "uid-1");
+            assert_eq!(
+                meta.annotations.as_ref().unwrap()[annotations::SESSION],
+                "team-a/web"
+            );
+            assert_eq!(meta.name.as_deref(), Some("console-web-uid-1"));
+            assert_eq!(meta.namespace.as_deref(), Some("porthole-sessions"));
+            // Owners cannot be in another namespace.
+            assert!(meta.owner_references.is_none());
         }
+    }
+
+    #[test]
+    fn probes_use_the_internal_port_which_no_service_exposes() {
+        let container = plan().pod().spec.unwrap().containers.remove(0);
+        for probe in [
+            container.readiness_probe.unwrap(),
+            container.liveness_probe.unwrap(),
+        ] {
+            assert_eq!(
+                probe.http_get.unwrap().port,
+                IntOrString::String(contract::INTERNAL_PORT_NAME.into())
+            );
+        }
+        let ports = container.ports.unwrap();
+        assert!(ports.iter().any(|p| p.name.as_deref() == Some(contract::INTERNAL_PORT_NAME)
+            && p.container_port == i32::from(contract::INTERNAL_PORT)));
+        let service_ports = plan().service().spec.unwrap().ports.unwrap();
+        assert_eq!(service_ports.len(), 1);
+        assert_eq!(
+            service_ports[0].target_port,
+            Some(IntOrString::String(contract::PROXY_PORT_NAME.into()))
+        );
     }
 
     #[test]
@@ -616,7 +707,10 @@ mod tests {
     #[test]
     fn service_selects_the_session_pod() {
         let spec = plan().service().spec.unwrap();
-        assert_eq!(spec.selector.unwrap()[labels::SESSION], "web");
+        assert_eq!(
+            spec.selector.unwrap(),
+            BTreeMap::from([(labels::SESSION_UID.to_string(), "uid-1".to_string())])
+        );
         assert_eq!(spec.ports.unwrap()[0].port, 80);
     }
 
@@ -624,8 +718,8 @@ mod tests {
     fn network_policy_allows_only_the_vm_console() {
         let spec = plan().network_policy().spec.unwrap();
         assert_eq!(
-            spec.pod_selector.unwrap().match_labels.unwrap()[labels::SESSION],
-            "web"
+            spec.pod_selector.unwrap().match_labels.unwrap()[labels::SESSION_UID],
+            "uid-1"
         );
         let egress = spec.egress.unwrap();
         assert_eq!(egress.len(), 1);
@@ -639,6 +733,22 @@ mod tests {
         assert_eq!(
             ingress[0].ports.as_ref().unwrap()[0].port,
             Some(IntOrString::Int(8080))
+        );
+        assert!(ingress[0].from.is_none(), "viewers come from anywhere");
+        // The internal port admits the operator's pods only.
+        assert_eq!(
+            ingress[1].ports.as_ref().unwrap()[0].port,
+            Some(IntOrString::Int(8081))
+        );
+        let peer = &ingress[1].from.as_ref().unwrap()[0];
+        assert_eq!(
+            peer.namespace_selector.as_ref().unwrap().match_labels.as_ref().unwrap()
+                ["kubernetes.io/metadata.name"],
+            "porthole-system"
+        );
+        assert_eq!(
+            peer.pod_selector.as_ref().unwrap().match_labels.as_ref().unwrap()[labels::NAME],
+            labels::OPERATOR_NAME
         );
     }
 
@@ -674,8 +784,8 @@ mod tests {
         });
         let ingress = p.ingress().unwrap();
         assert_eq!(
-            ingress.metadata.owner_references,
-            Some(vec![p.owner.clone()])
+            ingress.metadata.namespace.as_deref(),
+            Some("porthole-sessions")
         );
         let spec = ingress.spec.unwrap();
         assert_eq!(spec.ingress_class_name.as_deref(), Some("nginx"));
@@ -689,7 +799,7 @@ mod tests {
             (Some("/team-a/web/"), "Prefix")
         );
         let backend = path.backend.service.as_ref().unwrap();
-        assert_eq!(backend.name, "console-web");
+        assert_eq!(backend.name, "console-web-uid-1");
         assert_eq!(backend.port.as_ref().unwrap().number, Some(80));
         assert_eq!(
             p.service().spec.unwrap().type_.as_deref(),

@@ -25,6 +25,11 @@ pub enum Reason {
     PortNotAllowed,
     VmNotAllowed,
     NotAllowed,
+    /// The administrator's policy does not allow the exposure (type,
+    /// IngressClass, host or TLS Secret) the session asks for.
+    ExposureNotAllowed,
+    /// The Hypervisor forbids recording, or names no claim for it.
+    RecordingNotAllowed,
     TimeoutTooLong,
     /// The session is recorded, and its PersistentVolumeClaim does not exist
     /// (or is being deleted): no pod is started until it does.
@@ -55,6 +60,8 @@ impl Reason {
             Reason::PortNotAllowed => "PortNotAllowed",
             Reason::VmNotAllowed => "VMNotAllowed",
             Reason::NotAllowed => "NotAllowed",
+            Reason::ExposureNotAllowed => "ExposureNotAllowed",
+            Reason::RecordingNotAllowed => "RecordingNotAllowed",
             Reason::TimeoutTooLong => "TimeoutTooLong",
             Reason::RecordingClaimNotFound => "RecordingClaimNotFound",
             Reason::RecordingFailed => "RecordingFailed",

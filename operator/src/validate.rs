@@ -5,13 +5,13 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::{Resource, ResourceExt};
 use porthole_api::contract::{self, secret_keys};
 use porthole_api::duration;
 use porthole_api::v1alpha1::{
-    ConsoleSession, Hypervisor, ProxmoxHypervisor, SessionPhase, VncHypervisor,
+    ConsoleSession, Hypervisor, ProxmoxHypervisor, RecordingMode, SessionPhase, VncHypervisor,
 };
 use porthole_pve::tls::TlsSettings;
 
@@ -32,11 +32,11 @@ pub struct Observed {
     pub credentials: Credentials,
     /// The session's own Secret, if it exists already (its token is kept).
     pub session_secret: Option<Secret>,
-    /// The PersistentVolumeClaim `spec.record` names.
+    /// The recording claim in porthole's namespace, when the session is recorded.
     pub recording_claim: RecordingClaim,
 }
 
-/// The claim a recorded session names, as the reconciler found it.
+/// The claim a recorded session's recordings go to, as the reconciler found it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum RecordingClaim {
     /// Not looked up: the session is not recorded, or its pod already runs
@@ -146,8 +146,21 @@ pub fn plan(
     };
     let namespace = session.namespace().unwrap_or_default();
     let exposure = exposure::resolve(session.spec.expose.as_ref(), config, &namespace, &name)
-        .map_err(|e| invalid_spec(e.to_string()))?;
-    let recording = recording(session, observed)?;
+        .map_err(|e| {
+            if e.is_policy() {
+                Verdict::new(
+                    SessionPhase::Failed,
+                    Reason::ExposureNotAllowed,
+                    e.to_string(),
+                )
+            } else {
+                invalid_spec(e.to_string())
+            }
+        })?;
+    let recording = recording(session, hypervisor, observed, config)?;
+    let uid = session
+        .uid()
+        .expect("a ConsoleSession read from the API has a uid");
     let viewers = session.spec.viewers.clone().unwrap_or_default();
     let token = observed
         .session_secret
@@ -155,18 +168,13 @@ pub fn plan(
         .and_then(|s| secret_text(s, secret_keys::TOKEN))
         .unwrap_or_else(fresh_token);
     Ok(SessionPlan {
-        namespace,
+        namespace: config.sessions_namespace().to_string(),
+        operator_namespace: config.namespace.clone(),
         exposure,
-        child_name: child_name(&name),
+        child_name: child_name(&name, &uid),
+        session_namespace: namespace,
         session_name: name.clone(),
-        // blockOwnerDeletion: a foreground delete of the session waits for its
-        // pod, Service and Secret to go first.
-        owner: OwnerReference {
-            block_owner_deletion: Some(true),
-            ..session
-                .controller_owner_ref(&())
-                .expect("a ConsoleSession read from the API has a name and uid")
-        },
+        session_uid: uid,
         vm_name: target.describe(hv_name),
         target,
         proxy_image: config.proxy_image.clone(),
@@ -182,21 +190,84 @@ pub fn plan(
     })
 }
 
-/// Where the proxy records, when the session asks for it: its claim must exist,
-/// or the pod would wait for it forever without saying why.
-fn recording(session: &ConsoleSession, observed: &Observed) -> Result<Option<Recording>, Verdict> {
-    let Some(record) = &session.spec.record else {
-        return Ok(None);
+/// The claim a session's recordings go to, if it is recorded: the
+/// Hypervisor's policy decides whether, its claim (or the install's) where.
+/// Never a claim the session names: recordings are an audit trail, kept
+/// where the audited cannot reach them.
+pub fn recording_claim(
+    session: &ConsoleSession,
+    hypervisor: &Hypervisor,
+    config: &Config,
+) -> Result<Option<String>, Verdict> {
+    let policy = hypervisor.spec.recording.clone().unwrap_or_default();
+    let mode = policy.policy.unwrap_or_default();
+    let asked = session.spec.record.is_some();
+    let hv_name = hypervisor.name_any();
+    let recorded = match mode {
+        RecordingMode::Forbidden if asked => {
+            return Err(Verdict::new(
+                SessionPhase::Failed,
+                Reason::RecordingNotAllowed,
+                format!(
+                    "Hypervisor {hv_name:?} forbids recording (spec.recording.policy): create the session without spec.record"
+                ),
+            ));
+        }
+        RecordingMode::Forbidden => false,
+        RecordingMode::Allowed => asked,
+        RecordingMode::Required => true,
     };
-    let claim = &record.claim_name;
+    if !recorded {
+        return Ok(None);
+    }
+    if session
+        .spec
+        .record
+        .as_ref()
+        .is_some_and(|r| r.claim_name.is_some())
+    {
+        return Err(invalid_spec(
+            "spec.record.claimName is no longer supported: recordings go to the claim the administrator \
+             names on the Hypervisor or in porthole's chart values; write record: {}"
+                .to_string(),
+        ));
+    }
+    let claim = policy.claim_name.or(config.recording_claim.clone());
+    let Some(claim) = claim.filter(|c| !c.is_empty()) else {
+        return Err(Verdict::new(
+            SessionPhase::Failed,
+            Reason::RecordingNotAllowed,
+            format!(
+                "the session is to be recorded, and neither Hypervisor {hv_name:?} (spec.recording.claimName) \
+                 nor porthole's install (chart value recording.claimName) names a claim for recordings"
+            ),
+        ));
+    };
     // The CRD schema checks this too; a hand-edited CRD must not turn a name
     // into a path.
-    if !porthole_api::names::is_dns_subdomain(claim) {
-        return Err(invalid_spec(format!(
-            "spec.record.claimName {claim:?} is not the name of a PersistentVolumeClaim"
-        )));
+    if !porthole_api::names::is_dns_subdomain(&claim) {
+        return Err(Verdict::new(
+            SessionPhase::Failed,
+            Reason::RecordingClaimNotFound,
+            format!("recording claim {claim:?} is not the name of a PersistentVolumeClaim"),
+        ));
     }
+    Ok(Some(claim))
+}
+
+/// Where the proxy records, when the session is recorded: its claim must
+/// exist, or the pod would wait for it forever without saying why.
+fn recording(
+    session: &ConsoleSession,
+    hypervisor: &Hypervisor,
+    observed: &Observed,
+    config: &Config,
+) -> Result<Option<Recording>, Verdict> {
+    let Some(claim) = recording_claim(session, hypervisor, config)? else {
+        return Ok(None);
+    };
     let namespace = session.namespace().unwrap_or_default();
+    let home = &config.namespace;
     // Not final: the claim may be created after the session (GitOps applies in
     // any order).
     let waiting = |what: &str| {
@@ -204,8 +275,8 @@ fn recording(session: &ConsoleSession, observed: &Observed) -> Result<Option<Rec
             SessionPhase::Pending,
             Reason::RecordingClaimNotFound,
             format!(
-                "the session is recorded, and PersistentVolumeClaim {claim:?} {what} in namespace {namespace:?} \
-                 (spec.record.claimName): create it, or create the session without spec.record"
+                "the session is recorded, and the recording claim {claim:?} {what} in porthole's namespace \
+                 {home:?}: the administrator must create it"
             ),
         )
     };
@@ -218,11 +289,11 @@ fn recording(session: &ConsoleSession, observed: &Observed) -> Result<Option<Rec
         .uid()
         .expect("a ConsoleSession read from the API has a uid");
     Ok(Some(Recording {
-        claim_name: claim.clone(),
+        claim_name: claim,
         base: format!(
             "{}/{}",
             contract::RECORDING_MOUNT,
-            contract::recording_base(&session.name_any(), &uid)
+            contract::recording_base(&namespace, &session.name_any(), &uid)
         ),
     }))
 }
@@ -449,8 +520,9 @@ mod tests {
     use k8s_openapi::ByteString;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelectorRequirement, Time};
     use porthole_api::v1alpha1::{
-        ConsoleSessionSpec, HypervisorSpec, PortRange, Record, VmRef, VncHypervisor,
+        ConsoleSessionSpec, HypervisorSpec, PortRange, Record, RecordingPolicy, VmRef, VncHypervisor,
     };
+    use clap::Parser;
     use std::collections::BTreeMap;
 
     fn session(port: Option<u16>) -> ConsoleSession {
@@ -495,6 +567,7 @@ mod tests {
                     allowed_namespaces: Some(LabelSelector::default()),
                     default_timeout: None,
                     max_timeout: Some("2h".into()),
+                    recording: None,
                 },
             )),
             ..Observed::default()
@@ -510,8 +583,9 @@ mod tests {
         let plan = run(&session(Some(5912)), &observed()).unwrap();
         assert_eq!(plan.target.endpoint(), ("10.200.0.1", 5912));
         assert_eq!(plan.token, "fresh");
-        assert_eq!(plan.owner.uid, "uid-1");
-        assert_eq!(plan.child_name, "console-web");
+        assert_eq!(plan.child_name, "console-web-uid-1");
+        assert_eq!(plan.namespace, "porthole-system");
+        assert_eq!(plan.session_namespace, "team-a");
     }
 
     #[test]
@@ -550,7 +624,7 @@ mod tests {
         spec.proxmox = Some(ProxmoxHypervisor {
             url: "https://10.200.0.1:8006".into(),
             credentials_secret_ref: porthole_api::v1alpha1::SecretRef {
-                namespace: "porthole-system".into(),
+                namespace: None,
                 name: "pve".into(),
             },
             tls: Some(porthole_api::v1alpha1::ProxmoxTls {
@@ -631,18 +705,27 @@ mod tests {
         assert!(verdict.message.contains("porthole-system/vnc"));
     }
 
-    fn recorded(claim: &str) -> ConsoleSession {
+    fn recorded() -> ConsoleSession {
         let mut s = session(Some(5912));
-        s.spec.record = Some(Record {
-            claim_name: claim.into(),
-        });
+        s.spec.record = Some(Record::default());
         s
+    }
+
+    /// The Hypervisor of `observed()`, recording per `mode` into `claim`.
+    fn recording_to(mode: RecordingMode, claim: Option<&str>) -> Observed {
+        let mut obs = observed();
+        obs.hypervisor.as_mut().unwrap().spec.recording = Some(RecordingPolicy {
+            policy: Some(mode),
+            claim_name: claim.map(Into::into),
+        });
+        obs.recording_claim = RecordingClaim::Present;
+        obs
     }
 
     fn claim(name: &str) -> PersistentVolumeClaim {
         let mut pvc = PersistentVolumeClaim::default();
         pvc.metadata.name = Some(name.into());
-        pvc.metadata.namespace = Some("team-a".into());
+        pvc.metadata.namespace = Some("porthole-system".into());
         pvc
     }
 
@@ -655,32 +738,74 @@ mod tests {
     }
 
     #[test]
-    fn a_recorded_session_writes_under_its_name_and_uid_in_its_claim() {
-        let mut obs = observed();
-        obs.recording_claim = RecordingClaim::found(Some(&claim("recordings")));
-        let plan = run(&recorded("recordings"), &obs).unwrap();
+    fn a_recorded_session_writes_under_its_namespace_name_and_uid_in_the_administrators_claim() {
+        let obs = recording_to(RecordingMode::Allowed, Some("audit"));
+        let plan = run(&recorded(), &obs).unwrap();
         assert_eq!(
             plan.recording,
             Some(Recording {
-                claim_name: "recordings".into(),
-                base: "/var/run/porthole/recordings/web/uid-1/connection".into(),
+                claim_name: "audit".into(),
+                base: "/var/run/porthole/recordings/team-a/web/uid-1/connection".into(),
             })
         );
     }
 
     #[test]
+    fn the_installs_claim_serves_hypervisors_that_name_none() {
+        let obs = recording_to(RecordingMode::Allowed, None);
+        let config = Config::parse_from(["porthole-operator", "--recording-claim", "all-consoles"]);
+        let plan = plan(&recorded(), &obs, &config, || "t".into()).unwrap();
+        assert_eq!(plan.recording.unwrap().claim_name, "all-consoles");
+        let verdict = run(&recorded(), &obs).unwrap_err();
+        assert_eq!(
+            (verdict.phase, verdict.reason),
+            (SessionPhase::Failed, Reason::RecordingNotAllowed)
+        );
+        assert!(verdict.message.contains("names a claim"), "{}", verdict.message);
+    }
+
+    #[test]
+    fn a_hypervisor_can_require_or_forbid_recording() {
+        let required = recording_to(RecordingMode::Required, Some("audit"));
+        let plan = run(&session(Some(5912)), &required).unwrap();
+        assert_eq!(plan.recording.unwrap().claim_name, "audit");
+        let forbidden = recording_to(RecordingMode::Forbidden, Some("audit"));
+        assert_eq!(run(&session(Some(5912)), &forbidden).unwrap().recording, None);
+        let verdict = run(&recorded(), &forbidden).unwrap_err();
+        assert_eq!(
+            (verdict.phase, verdict.reason),
+            (SessionPhase::Failed, Reason::RecordingNotAllowed)
+        );
+        assert!(verdict.message.contains("forbids recording"), "{}", verdict.message);
+    }
+
+    #[test]
+    fn a_session_cannot_name_the_claim() {
+        let mut s = recorded();
+        s.spec.record = Some(Record {
+            claim_name: Some("tenants-own".into()),
+        });
+        let verdict = run(&s, &recording_to(RecordingMode::Allowed, Some("audit"))).unwrap_err();
+        assert_eq!(
+            (verdict.phase, verdict.reason),
+            (SessionPhase::Failed, Reason::InvalidSpec)
+        );
+        assert!(verdict.message.contains("claimName"), "{}", verdict.message);
+    }
+
+    #[test]
     fn a_missing_claim_waits_and_names_it() {
-        let mut obs = observed();
+        let mut obs = recording_to(RecordingMode::Allowed, Some("audit"));
         obs.recording_claim = RecordingClaim::found(None);
-        let verdict = run(&recorded("recordings"), &obs).unwrap_err();
+        let verdict = run(&recorded(), &obs).unwrap_err();
         assert_eq!(
             (verdict.phase, verdict.reason),
             (SessionPhase::Pending, Reason::RecordingClaimNotFound)
         );
         assert!(
-            verdict.message.contains("\"recordings\"")
+            verdict.message.contains("\"audit\"")
                 && verdict.message.contains("does not exist")
-                && verdict.message.contains("\"team-a\""),
+                && verdict.message.contains("\"porthole-system\""),
             "{}",
             verdict.message
         );
@@ -688,11 +813,11 @@ mod tests {
 
     #[test]
     fn a_claim_being_deleted_waits_too() {
-        let mut obs = observed();
-        let mut pvc = claim("recordings");
+        let mut obs = recording_to(RecordingMode::Allowed, Some("audit"));
+        let mut pvc = claim("audit");
         pvc.metadata.deletion_timestamp = Some(Time("2026-01-01T00:00:00Z".parse().unwrap()));
         obs.recording_claim = RecordingClaim::found(Some(&pvc));
-        let verdict = run(&recorded("recordings"), &obs).unwrap_err();
+        let verdict = run(&recorded(), &obs).unwrap_err();
         assert_eq!(verdict.reason, Reason::RecordingClaimNotFound);
         assert!(
             verdict.message.contains("is being deleted"),
@@ -704,29 +829,27 @@ mod tests {
     #[test]
     fn a_running_session_keeps_recording_while_its_claim_is_deleted() {
         // Its pod runs, so the reconciler does not look the claim up again.
-        let plan = run(&recorded("recordings"), &observed()).unwrap();
+        let mut obs = recording_to(RecordingMode::Allowed, Some("audit"));
+        obs.recording_claim = RecordingClaim::NotChecked;
+        let plan = run(&recorded(), &obs).unwrap();
         assert_eq!(
             plan.recording.map(|r| r.claim_name).as_deref(),
-            Some("recordings")
+            Some("audit")
         );
     }
 
     #[test]
-    fn a_claim_name_that_is_no_object_name_is_an_invalid_spec() {
-        let mut obs = observed();
-        obs.recording_claim = RecordingClaim::found(Some(&claim("../etc")));
-        let verdict = run(&recorded("../etc"), &obs).unwrap_err();
-        assert_eq!(
-            (verdict.phase, verdict.reason),
-            (SessionPhase::Failed, Reason::InvalidSpec)
-        );
+    fn a_claim_name_that_is_no_object_name_is_refused() {
+        let obs = recording_to(RecordingMode::Allowed, Some("../etc"));
+        let verdict = run(&recorded(), &obs).unwrap_err();
+        assert_eq!(verdict.phase, SessionPhase::Failed);
     }
 
     #[test]
     fn a_session_that_can_never_run_fails_rather_than_wait_for_its_claim() {
-        let mut s = recorded("recordings");
+        let mut s = recorded();
         s.spec.vm.port = Some(22);
-        let mut obs = observed();
+        let mut obs = recording_to(RecordingMode::Allowed, Some("audit"));
         obs.recording_claim = RecordingClaim::found(None);
         let verdict = run(&s, &obs).unwrap_err();
         assert_eq!(verdict.reason, Reason::PortNotAllowed);

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use futures::channel::mpsc;
 use kube::runtime::reflector::ObjectRef;
-use porthole_api::contract::{PROXY_PORT, VIEWERS_LONG_POLL, VIEWERS_PATH, ViewerReport};
+use porthole_api::contract::{INTERNAL_PORT, VIEWERS_LONG_POLL, VIEWERS_PATH, ViewerReport};
 use porthole_api::v1alpha1::{ConsoleSession, ViewerStatus};
 use tracing::debug;
 
@@ -46,7 +46,7 @@ pub async fn read(
     token: &str,
     after: Option<u64>,
 ) -> Result<ViewerReport, Error> {
-    let mut url = format!("{}{VIEWERS_PATH}", http_origin(pod_ip, PROXY_PORT));
+    let mut url = format!("{}{VIEWERS_PATH}", http_origin(pod_ip, INTERNAL_PORT));
     let timeout = match after {
         Some(generation) => {
             url.push_str(&format!("?after={generation}"));
