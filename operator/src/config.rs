@@ -201,3 +201,42 @@ impl Config {
             .unwrap_or(&self.namespace)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The chart sets every list, empty ones as "".
+    #[test]
+    fn empty_policy_lists_from_the_chart_allow_nothing_more() {
+        let config = Config::try_parse_from([
+            "porthole-operator",
+            "--allowed-expose-types",
+            "",
+            "--allowed-ingress-hosts",
+            "",
+        ])
+        .unwrap();
+        assert_eq!(config.allowed_expose_types, ExposeTypes::default());
+        assert!(config.allowed_ingress_hosts.iter().all(|h| h.is_empty()));
+        let config = Config::try_parse_from([
+            "porthole-operator",
+            "--allowed-expose-types",
+            "NodePort, LoadBalancer",
+        ])
+        .unwrap();
+        assert_eq!(
+            config.allowed_expose_types,
+            ExposeTypes(vec![ExposeType::NodePort, ExposeType::LoadBalancer])
+        );
+        assert!(Config::try_parse_from(["porthole-operator", "--allowed-expose-types", "Tunnel"]).is_err());
+    }
+
+    #[test]
+    fn sessions_live_in_porthole_namespace_unless_told_otherwise() {
+        assert_eq!(Config::for_tests().sessions_namespace(), "porthole-system");
+        let config =
+            Config::try_parse_from(["porthole-operator", "--sessions-namespace", "consoles"]).unwrap();
+        assert_eq!(config.sessions_namespace(), "consoles");
+    }
+}

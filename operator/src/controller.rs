@@ -1,6 +1,8 @@
-//! Wires the reconciler to watches: ConsoleSessions, the Pods and Services they
-//! own, their Services' EndpointSlices, and the Hypervisors they name. Secrets are not watched: the session
-//! Secret never changes, and not listing Secrets keeps the operator's RBAC small.
+//! Wires the reconciler to watches: ConsoleSessions, their Pods, Services and
+//! the Services' EndpointSlices in porthole's sessions namespace, and the
+//! Hypervisors they name. Secrets are not watched: the session Secret never
+//! changes, and not listing Secrets keeps the operator's RBAC small. The
+//! sweep of orphaned children runs beside it, on the leader only.
 
 use std::sync::Arc;
 
@@ -16,7 +18,6 @@ use porthole_api::v1alpha1::{ConsoleSession, Hypervisor};
 use tracing::{info, warn};
 
 use crate::context::Context;
-use crate::naming::label_value;
 use crate::reconcile::{error_policy, reconcile};
 
 /// Runs the controller until a shutdown signal arrives.
@@ -41,31 +42,43 @@ pub async fn run_controller(client: Client, ctx: Arc<Context>) {
         .unwrap_or_else(|e| e.into_inner())
         .take()
         .unwrap_or_else(|| futures::channel::mpsc::unbounded().1);
+    // Children live in porthole's namespace without owner references: each
+    // brings back the session whose uid it carries.
+    let children = ctx.config.sessions_namespace().to_string();
+    let by_uid = |sessions: kube::runtime::reflector::Store<ConsoleSession>| {
+        move |child_labels: &std::collections::BTreeMap<String, String>| {
+            let uid = child_labels.get(labels::SESSION_UID)?;
+            sessions
+                .state()
+                .into_iter()
+                .find(|s| s.metadata.uid.as_ref() == Some(uid))
+                .map(|s| ObjectRef::from_obj(&*s))
+        }
+    };
+    let (pod_owner, service_owner, slice_owner) =
+        (by_uid(store.clone()), by_uid(store.clone()), by_uid(sessions));
+    tokio::spawn(crate::sweep::run(
+        client.clone(),
+        children.clone(),
+        store.clone(),
+    ));
     controller
         .reconcile_on(viewer_triggers)
-        .owns(Api::<Pod>::all(client.clone()), owned.clone())
-        .owns(Api::<Service>::all(client.clone()), owned)
         .watches(
-            // EndpointSlices carry their Service's labels, so the session's
-            // label value: its name, shortened when long (naming::label_value).
-            Api::<EndpointSlice>::all(client.clone()),
-            watcher::Config::default().labels(&format!(
-                "{}={}",
-                labels::MANAGED_BY,
-                labels::OPERATOR_NAME
-            )),
-            move |slice| {
-                let value = slice.labels().get(labels::SESSION)?;
-                let namespace = slice.namespace()?;
-                sessions
-                    .state()
-                    .into_iter()
-                    .find(|s| {
-                        s.namespace().as_deref() == Some(namespace.as_str())
-                            && label_value(&s.name_any()) == *value
-                    })
-                    .map(|s| ObjectRef::from_obj(&*s))
-            },
+            Api::<Pod>::namespaced(client.clone(), &children),
+            owned.clone(),
+            move |pod| pod_owner(pod.labels()),
+        )
+        .watches(
+            Api::<Service>::namespaced(client.clone(), &children),
+            owned.clone(),
+            move |service| service_owner(service.labels()),
+        )
+        .watches(
+            // EndpointSlices carry their Service's labels.
+            Api::<EndpointSlice>::namespaced(client.clone(), &children),
+            owned,
+            move |slice| slice_owner(slice.labels()),
         )
         .watches(
             Api::<Hypervisor>::all(client.clone()),

@@ -15,6 +15,7 @@ pub mod proxmox;
 pub mod reconcile;
 pub mod resources;
 pub mod status;
+pub mod sweep;
 pub mod target;
 pub mod telemetry;
 pub mod validate;

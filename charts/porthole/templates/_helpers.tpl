@@ -14,3 +14,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "porthole.fullname" -}}
 {{- printf "%s-operator" .Release.Name | trunc 63 | trimSuffix "-" }}
 {{- end }}
+
+{{- /* Where sessions' children live: sessionsNamespace, or the release's. */ -}}
+{{- define "porthole.sessionsNamespace" -}}
+{{- default .Release.Namespace .Values.sessionsNamespace }}
+{{- end }}

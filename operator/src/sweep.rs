@@ -1,0 +1,140 @@
+//! Removes children whose session is gone. Children live in porthole's
+//! namespace, apart from their sessions, so no owner reference lets the
+//! garbage collector do it: the finalizer covers a session deleted while the
+//! operator runs, this sweep whatever escapes it (a finalizer removed by
+//! hand, a session force-deleted, a crash between two deletions).
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::{Api, DeleteParams, ListParams, PartialObjectMeta};
+use kube::runtime::reflector::Store;
+use kube::{Client, Resource, ResourceExt};
+use porthole_api::contract::labels;
+use porthole_api::v1alpha1::ConsoleSession;
+use serde::de::DeserializeOwned;
+use tracing::{info, warn};
+
+/// How often the sweep runs.
+const EVERY: Duration = Duration::from_secs(60);
+/// A child younger than this is left alone: its session may be newer than
+/// the store's view of it.
+const GRACE: SignedDuration = SignedDuration::from_secs(30);
+
+/// Whether a child, by its labels and age, belongs to no session in `live`.
+pub fn is_orphan(
+    child_labels: &std::collections::BTreeMap<String, String>,
+    created: Option<Timestamp>,
+    live: &HashSet<String>,
+    now: Timestamp,
+) -> bool {
+    let Some(uid) = child_labels.get(labels::SESSION_UID) else {
+        // Not ours to judge: made before children carried their session's uid.
+        return false;
+    };
+    let old_enough = created.is_some_and(|at| at + GRACE <= now);
+    old_enough && !live.contains(uid)
+}
+
+/// Sweeps every [`EVERY`], once the store of sessions has synced.
+pub async fn run(client: Client, namespace: String, sessions: Store<ConsoleSession>) {
+    if sessions.wait_until_ready().await.is_err() {
+        return;
+    }
+    let mut every = tokio::time::interval(EVERY);
+    loop {
+        every.tick().await;
+        let live: HashSet<String> = sessions
+            .state()
+            .iter()
+            .filter_map(|s| s.uid())
+            .collect();
+        if let Err(error) = sweep(&client, &namespace, &live).await {
+            warn!(%error, "could not sweep orphaned session children");
+        }
+    }
+}
+
+/// One pass over every kind of child.
+pub async fn sweep(client: &Client, namespace: &str, live: &HashSet<String>) -> kube::Result<()> {
+    sweep_kind::<Pod>(client, namespace, live).await?;
+    sweep_kind::<Service>(client, namespace, live).await?;
+    sweep_kind::<Secret>(client, namespace, live).await?;
+    sweep_kind::<NetworkPolicy>(client, namespace, live).await?;
+    sweep_kind::<Ingress>(client, namespace, live).await?;
+    Ok(())
+}
+
+async fn sweep_kind<K>(client: &Client, namespace: &str, live: &HashSet<String>) -> kube::Result<()>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let selector = format!(
+        "{}={},{}",
+        labels::MANAGED_BY,
+        labels::OPERATOR_NAME,
+        labels::SESSION_UID
+    );
+    // Metadata only: Secrets' data never crosses the wire for this.
+    let children = api
+        .list_metadata(&ListParams::default().labels(&selector))
+        .await?;
+    let now = Timestamp::now();
+    let kind = K::kind(&K::DynamicType::default()).to_string();
+    for child in children.items {
+        let created = child.metadata.creation_timestamp.as_ref().map(|t| t.0);
+        if !is_orphan(child.labels(), created, live, now) {
+            continue;
+        }
+        delete(&api, &kind, &child).await?;
+    }
+    Ok(())
+}
+
+async fn delete<K>(api: &Api<K>, kind: &str, child: &PartialObjectMeta<K>) -> kube::Result<()>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let name = child.name_any();
+    info!(
+        kind,
+        name,
+        session = child.annotations().get(porthole_api::contract::annotations::SESSION).map(String::as_str).unwrap_or("?"),
+        "deleting a child whose session is gone"
+    );
+    match api.delete(&name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn labelled(uid: Option<&str>) -> BTreeMap<String, String> {
+        uid.map(|u| BTreeMap::from([(labels::SESSION_UID.to_string(), u.to_string())]))
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_child_of_a_session_that_is_gone_is_an_orphan_once_past_the_grace() {
+        let now = Timestamp::now();
+        let old = Some(now - SignedDuration::from_secs(60));
+        let live = HashSet::from(["alive".to_string()]);
+        assert!(is_orphan(&labelled(Some("gone")), old, &live, now));
+        assert!(!is_orphan(&labelled(Some("alive")), old, &live, now));
+        // Just made: the store may not have seen its session yet.
+        let new = Some(now - SignedDuration::from_secs(5));
+        assert!(!is_orphan(&labelled(Some("gone")), new, &live, now));
+        // Without the uid label, it is not ours to judge.
+        assert!(!is_orphan(&labelled(None), old, &live, now));
+    }
+}
