@@ -25,6 +25,7 @@ pub mod replay;
 pub mod rfb;
 pub mod server;
 pub mod session;
+pub mod source;
 pub mod termination;
 pub mod tls;
 pub mod viewers;

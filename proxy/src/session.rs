@@ -14,8 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use http::header::RETRY_AFTER;
-use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::upgrade::OnUpgrade;
@@ -32,7 +31,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::admission::{Admission, Refused, Ticket};
-use crate::auth::{Offered, RateLimiter};
+use crate::auth::{Gate, Offered, Refusal};
 use crate::config::{SessionConfig, Upstream};
 use crate::http::{self as web, Body, Socket, close_frame};
 use crate::lifetime::{Activity, Limits, Verdict};
@@ -43,9 +42,6 @@ use crate::rfb::client_messages::{self, Input, Parser};
 use crate::viewers::{self, ViewerLog};
 use crate::{assets, console, liveness, page, pve, server, termination};
 
-/// Failed token checks allowed at once, and how fast they come back.
-const AUTH_BURST: u32 = 10;
-const AUTH_REFILL: Duration = Duration::from_secs(2);
 /// How long connections get to finish once the session ends (the pod's grace
 /// period is longer).
 const DRAIN: Duration = Duration::from_secs(3);
@@ -101,7 +97,7 @@ pub async fn run(
 pub struct Session {
     config: SessionConfig,
     metrics: Metrics,
-    limiter: RateLimiter,
+    gate: Gate,
     page: Bytes,
     upstream: console::Upstream,
     admission: Admission,
@@ -143,7 +139,7 @@ impl Session {
             .render()
             .into(),
             metrics: Metrics::new(),
-            limiter: RateLimiter::new(AUTH_BURST, AUTH_REFILL),
+            gate: Gate::default(),
             upstream,
             admission: Admission::new(args.viewers, args.run_once),
             viewers: ViewerLog::default(),
@@ -331,20 +327,19 @@ impl Session {
     /// The operator's view of the viewers (see [`VIEWERS_PATH`]), for the
     /// session's token only, rate-limited like a viewer's.
     async fn viewer_report(&self, req: &Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-        let now = std::time::Instant::now();
-        if !self.limiter.allows(now) {
-            return web::text(StatusCode::TOO_MANY_REQUESTS, "too many failed attempts\n");
-        }
         let bearer = req
             .headers()
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        if !bearer.is_some_and(|t| self.config.token.matches(t.as_bytes())) {
-            self.limiter.failed(now);
-            self.metrics.auth_failed(AuthFailure::BadToken);
-            tracing::warn!(%peer, "refused a viewer report: wrong or missing token");
-            return web::text(StatusCode::UNAUTHORIZED, "wrong or missing token\n");
+        let authorized = self.gate.authorize(peer.ip(), || {
+            bearer
+                .filter(|t| self.config.token.matches(t.as_bytes()))
+                .map(drop)
+        });
+        if let Err(refusal) = authorized {
+            self.refused(refusal, peer, "a viewer report");
+            return refusal.response();
         }
         let report = match viewers::after(req.uri().query()) {
             Some(seen) => {
@@ -371,26 +366,16 @@ impl Session {
         if !web::is_websocket(&req) {
             return web::text(StatusCode::BAD_REQUEST, "expected a WebSocket upgrade\n");
         }
-        let now = std::time::Instant::now();
-        if !self.limiter.allows(now) {
-            self.metrics.auth_failed(AuthFailure::RateLimited);
-            tracing::warn!(%peer, "refused a viewer: too many failed token checks");
-            let mut response =
-                web::text(StatusCode::TOO_MANY_REQUESTS, "too many failed attempts\n");
-            response
-                .headers_mut()
-                .insert(RETRY_AFTER, HeaderValue::from(AUTH_REFILL.as_secs()));
-            return response;
-        }
         let offered = Offered::from_headers(req.headers());
-        if !offered
-            .token
-            .is_some_and(|t| self.config.token.matches(t.as_bytes()))
-        {
-            self.limiter.failed(now);
-            self.metrics.auth_failed(AuthFailure::BadToken);
-            tracing::warn!(%peer, token_offered = offered.token.is_some(), "refused a viewer: wrong or missing token");
-            return web::text(StatusCode::UNAUTHORIZED, "wrong or missing token\n");
+        let authorized = self.gate.authorize(peer.ip(), || {
+            offered
+                .token
+                .filter(|t| self.config.token.matches(t.as_bytes()))
+                .map(drop)
+        });
+        if let Err(refusal) = authorized {
+            self.refused(refusal, peer, "a viewer");
+            return refusal.response();
         }
         if !offered.binary {
             return web::text(
@@ -417,6 +402,21 @@ impl Session {
             }
         }
         response
+    }
+
+    /// Counts and logs a refused credential; past the source's budget only at
+    /// debug level, so a flood of guesses cannot flood the logs.
+    fn refused(&self, refusal: Refusal, peer: SocketAddr, what: &str) {
+        match refusal {
+            Refusal::Wrong => {
+                self.metrics.auth_failed(AuthFailure::BadToken);
+                tracing::warn!(%peer, "refused {what}: wrong or missing token");
+            }
+            Refusal::TooMany => {
+                self.metrics.auth_failed(AuthFailure::RateLimited);
+                tracing::debug!(%peer, "refused {what}: wrong or missing token, past the failure budget");
+            }
+        }
     }
 
     async fn refuse(self: Arc<Self>, on_upgrade: OnUpgrade, refused: Refused) {

@@ -154,7 +154,7 @@ async fn a_wrong_or_missing_token_never_reaches_the_vnc_server() {
     assert_eq!(refused(proxy.websocket(Some(&wrong)).await), 401);
     assert_eq!(refused(proxy.websocket(Some("binary")).await), 401);
     assert_eq!(refused(proxy.websocket(None).await), 401);
-    // Guessing is slowed down: after a burst, even the right token waits.
+    // Past a burst, wrong tokens are answered 429.
     let status = eventually("rate limiting", || async {
         let status = refused(proxy.websocket(Some(&wrong)).await);
         (status == 429).then_some(status)
@@ -179,6 +179,68 @@ async fn a_wrong_or_missing_token_never_reaches_the_vnc_server() {
             >= 1.0
     );
     assert_eq!(upstream.count(), 0, "no upstream connection was attempted");
+}
+
+/// Wrong tokens spend their source's failure budget, never the right
+/// token's way in: after 1,000 guesses from 127.0.0.1, the viewer gets in at
+/// once from there and from 127.0.0.2.
+#[tokio::test]
+async fn the_right_token_gets_in_at_once_after_a_thousand_wrong_ones() {
+    let qemu = Qemu::start(false).await;
+    let mut proxy = Proxy::start(ProxyOptions {
+        env: &[(env::VIEWERS, VIEWERS_SHARED)],
+        ..options(qemu.vnc.to_string())
+    })
+    .await;
+    // A thousand refusals log more than a pipe holds.
+    let _logs = proxy.logs();
+    let wrong = format!("binary, bearer.porthole.dev.{}", TOKEN.replace('d', "e"));
+    let mut statuses = std::collections::BTreeMap::new();
+    let mut guesses = tokio::task::JoinSet::new();
+    for i in 0..1000 {
+        if guesses.len() == 8 {
+            let status = guesses.join_next().await.unwrap().unwrap();
+            *statuses.entry(status).or_insert(0) += 1;
+        }
+        let (addr, wrong) = (proxy.addr, wrong.clone());
+        guesses.spawn(async move {
+            let header = format!("Sec-WebSocket-Protocol: {wrong}\r\nConnection: close\r\n");
+            let (_, head) = support::raw_upgrade(addr, &format!("/websockify?{i}"), &header).await;
+            head[9..12].to_string()
+        });
+    }
+    while let Some(status) = guesses.join_next().await {
+        *statuses.entry(status.unwrap()).or_insert(0) += 1;
+    }
+    assert_eq!(statuses.values().sum::<usize>(), 1000);
+    assert!(
+        statuses.keys().all(|s| s == "401" || s == "429"),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.get("429").is_some_and(|n| *n > 900),
+        "{statuses:?}"
+    );
+
+    let started = Instant::now();
+    let protocols = proxy.good_protocols();
+    let from = |source: [u8; 4]| {
+        let protocols = protocols.clone();
+        let addr = proxy.addr;
+        async move {
+            let stream = support::connect_from(source, addr).await.unwrap();
+            let (mut ws, _) = support::websocket_on(stream, addr, "/websockify", Some(&protocols))
+                .await
+                .unwrap_or_else(|e| panic!("the right token from {source:?} was refused: {e}"));
+            assert_eq!(greeting(&mut ws).await, Greeting::Rfb);
+        }
+    };
+    tokio::join!(from([127, 0, 0, 1]), from([127, 0, 0, 2]));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the viewers took {:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]

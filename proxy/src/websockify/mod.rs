@@ -38,7 +38,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use self::target::{Destination, Io};
-use crate::auth::{Offered, RateLimiter};
+use crate::auth::{Gate, Offered, Refusal};
 use crate::http::{self as web, Body, close_frame};
 use crate::metrics::Direction;
 use crate::recording::Recorder;
@@ -47,10 +47,6 @@ use crate::{server, tls};
 
 /// How long open connections get once the proxy stops.
 const DRAIN: Duration = Duration::from_secs(3);
-/// Failed token checks (`--token-source`) allowed at once, and how fast they
-/// come back.
-const TOKEN_BURST: u32 = 10;
-const TOKEN_REFILL: Duration = Duration::from_secs(2);
 
 /// The process's exit status in standalone mode, for scripts.
 pub mod exit {
@@ -234,7 +230,7 @@ pub struct Websockify {
     certificates: Option<Arc<tls::CertificateFiles>>,
     target_tls: Option<Arc<ClientConfig>>,
     wrapped: Option<wrap::Wrapped>,
-    limiter: RateLimiter,
+    gate: Gate,
     started: Instant,
     active: AtomicUsize,
     last_active: Mutex<Instant>,
@@ -307,7 +303,7 @@ impl Websockify {
             certificates,
             target_tls,
             wrapped,
-            limiter: RateLimiter::new(TOKEN_BURST, TOKEN_REFILL),
+            gate: Gate::default(),
             started: Instant::now(),
             active: AtomicUsize::new(0),
             last_active: Mutex::new(Instant::now()),
@@ -566,8 +562,8 @@ impl Websockify {
     }
 
     /// Where a WebSocket goes: the fixed target, or the one its token names.
-    /// A token check that fails counts against a rate limit, so guessing is
-    /// slow; tokens are never logged.
+    /// A token check that fails spends one of the source's failure budget
+    /// ([`Gate`]); tokens are never logged.
     #[allow(clippy::result_large_err)]
     fn destination(
         &self,
@@ -578,30 +574,24 @@ impl Websockify {
             Targets::Fixed(destination) => return Ok(destination.clone()),
             Targets::Tokens(source) => source,
         };
-        let now = std::time::Instant::now();
-        if !self.limiter.allows(now) {
-            tracing::warn!(%peer, "refused: too many unknown tokens");
-            let mut response =
-                web::text(StatusCode::TOO_MANY_REQUESTS, "too many failed attempts\n");
-            response.headers_mut().insert(
-                http::header::RETRY_AFTER,
-                http::HeaderValue::from(TOKEN_REFILL.as_secs()),
-            );
-            return Err(response);
-        }
         let token = req.uri().query().and_then(token_from_query).or_else(|| {
             Offered::from_headers(req.headers())
                 .token
                 .map(str::to_string)
         });
-        match token.and_then(|t| target::lookup_token(source, &t)) {
-            Some(destination) => Ok(destination),
-            None => {
-                self.limiter.failed(now);
-                tracing::info!(%peer, "refused: unknown or missing token");
-                Err(web::text(StatusCode::UNAUTHORIZED, "unknown token\n"))
-            }
-        }
+        self.gate
+            .authorize(peer.ip(), || {
+                token.and_then(|t| target::lookup_token(source, &t))
+            })
+            .map_err(|refusal| {
+                match refusal {
+                    Refusal::Wrong => tracing::info!(%peer, "refused: unknown or missing token"),
+                    Refusal::TooMany => {
+                        tracing::debug!(%peer, "refused: unknown or missing token, past the failure budget");
+                    }
+                }
+                refusal.response()
+            })
     }
 
     async fn viewer(

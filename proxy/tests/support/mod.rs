@@ -348,6 +348,25 @@ pub async fn websocket(
     path: &str,
     protocols: Option<&str>,
 ) -> Result<(WebSocketStream<TcpStream>, Response<Option<Vec<u8>>>), tungstenite::Error> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    websocket_on(stream, addr, path, protocols).await
+}
+
+/// A TCP connection to `addr` from the loopback address `from` (any of
+/// 127.0.0.0/8 is this host), so tests can be several clients.
+pub async fn connect_from(from: [u8; 4], addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::from((from, 0)))?;
+    socket.connect(addr).await
+}
+
+/// A WebSocket on an open connection.
+pub async fn websocket_on(
+    stream: TcpStream,
+    addr: SocketAddr,
+    path: &str,
+    protocols: Option<&str>,
+) -> Result<(WebSocketStream<TcpStream>, Response<Option<Vec<u8>>>), tungstenite::Error> {
     let mut request = format!("ws://{addr}{path}").into_client_request().unwrap();
     if let Some(protocols) = protocols {
         request.headers_mut().insert(
@@ -355,7 +374,6 @@ pub async fn websocket(
             HeaderValue::from_str(protocols).unwrap(),
         );
     }
-    let stream = TcpStream::connect(addr).await.unwrap();
     client_async(request, stream).await
 }
 
