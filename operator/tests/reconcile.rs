@@ -22,10 +22,11 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::client::Body;
 use kube::runtime::controller::Action;
 use kube::{Client, Resource};
-use porthole_api::contract::{labels, secret_keys};
+use porthole_api::contract::{FINALIZER, annotations, labels, secret_keys};
 use porthole_api::v1alpha1::{
-    ConsoleSession, ConsoleSessionSpec, ConsoleSessionStatus, Hypervisor, HypervisorSpec,
-    PortRange, SecretKeyRef, SessionPhase, VmRef, VncHypervisor,
+    ConsoleSession, ConsoleSessionSpec, ConsoleSessionStatus, Expose, ExposeType, Hypervisor,
+    HypervisorSpec, PortRange, RecordingMode, RecordingPolicy, SecretKeyRef, SessionPhase, VmRef,
+    VncHypervisor,
 };
 use porthole_operator::Config;
 use porthole_operator::context::Context;
@@ -33,10 +34,20 @@ use porthole_operator::reconcile::{Error, MANAGER, reconcile};
 use porthole_operator::telemetry::Metrics;
 use serde_json::{Value, json};
 
+/// The session's namespace: a tenant's.
 const NS: &str = "team-a";
+/// porthole's namespace: its Secrets, its recording claims, and (by default)
+/// every session's children.
+const HOME: &str = "porthole-system";
 const SESSION: &str = "web";
+/// The name of the session's children, `console-<name>-<uid>`.
+macro_rules! child {
+    () => {
+        "console-web-0b5f3a52-6d0e-4c1e-9a57-3c2f1d9e8a41"
+    };
+}
 const SESSION_UID: &str = "0b5f3a52-6d0e-4c1e-9a57-3c2f1d9e8a41";
-const CHILD: &str = "console-web";
+const CHILD: &str = child!();
 const HV: &str = "hv1";
 const VNC_PASSWORD: &str = "vnc-s3cret-pw";
 /// The token of a session whose Secret exists already.
@@ -45,19 +56,30 @@ const TOKEN: &str = "Qm9vdHN0cmFwLXRva2VuLWZvci10ZXN0cy1vbmx5LTAxMjM";
 const ALLOW_LABEL: (&str, &str) = ("porthole.dev/consoles", "allowed");
 const CLUSTER_IP: &str = "10.96.0.42";
 
-const POD: &str = "/api/v1/namespaces/team-a/pods/console-web";
-const SERVICE: &str = "/api/v1/namespaces/team-a/services/console-web";
-const SECRET: &str = "/api/v1/namespaces/team-a/secrets/console-web";
-const NETWORK_POLICY: &str =
-    "/apis/networking.k8s.io/v1/namespaces/team-a/networkpolicies/console-web";
-const INGRESS: &str = "/apis/networking.k8s.io/v1/namespaces/team-a/ingresses/console-web";
+// The session's children, in porthole's namespace.
+const POD: &str = concat!("/api/v1/namespaces/porthole-system/pods/", child!());
+const SERVICE: &str = concat!("/api/v1/namespaces/porthole-system/services/", child!());
+const SECRET: &str = concat!("/api/v1/namespaces/porthole-system/secrets/", child!());
+const NETWORK_POLICY: &str = concat!(
+    "/apis/networking.k8s.io/v1/namespaces/porthole-system/networkpolicies/",
+    child!()
+);
+const INGRESS: &str = concat!(
+    "/apis/networking.k8s.io/v1/namespaces/porthole-system/ingresses/",
+    child!()
+);
+/// The order in which the operator deletes them.
+const CHILDREN: [&str; 5] = [POD, SERVICE, SECRET, INGRESS, NETWORK_POLICY];
+const ENDPOINT_SLICES: &str = "/apis/discovery.k8s.io/v1/namespaces/porthole-system/endpointslices";
+// The administrator's objects.
 const HYPERVISOR: &str = "/apis/porthole.dev/v1alpha1/hypervisors/hv1";
 const PASSWORD_SECRET: &str = "/api/v1/namespaces/porthole-system/secrets/vnc";
+const RECORDING_CLAIM: &str = "/api/v1/namespaces/porthole-system/persistentvolumeclaims/audit";
+// The tenant's: the session, its namespace and its Events.
 const NAMESPACE: &str = "/api/v1/namespaces/team-a";
 const CONSOLE_SESSION: &str = "/apis/porthole.dev/v1alpha1/namespaces/team-a/consolesessions/web";
 const STATUS: &str = "/apis/porthole.dev/v1alpha1/namespaces/team-a/consolesessions/web/status";
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/team-a/events";
-const ENDPOINT_SLICES: &str = "/apis/discovery.k8s.io/v1/namespaces/team-a/endpointslices";
 
 /// Only guards against a hang; no test waits for it.
 const GUARD: Duration = Duration::from_secs(5);
@@ -71,7 +93,8 @@ fn seconds_ago(seconds: i64) -> Timestamp {
     Timestamp::from_second(Timestamp::now().as_second() - seconds).unwrap()
 }
 
-/// A session on `hv1`, port 5910, created `created_ago` seconds ago.
+/// A session on `hv1`, port 5910, created `created_ago` seconds ago, with
+/// porthole's finalizer (which the first reconcile adds).
 fn session(
     timeout: &str,
     created_ago: i64,
@@ -101,12 +124,22 @@ fn session(
     meta.generation = Some(1);
     meta.resource_version = Some("1200".into());
     meta.creation_timestamp = Some(Time(seconds_ago(created_ago)));
+    meta.finalizers = Some(vec![FINALIZER.into()]);
     session.status = status;
     session
 }
 
-/// A VNC Hypervisor with a password, open to namespaces labelled [`ALLOW_LABEL`].
-fn hypervisor() -> Value {
+/// `session` as it is being deleted, held by `finalizers`.
+fn being_deleted(mut session: ConsoleSession, finalizers: &[&str]) -> ConsoleSession {
+    let meta = session.meta_mut();
+    meta.deletion_timestamp = Some(Time(seconds_ago(1)));
+    meta.finalizers = Some(finalizers.iter().map(|f| f.to_string()).collect());
+    session
+}
+
+/// A VNC Hypervisor with a password (in porthole's namespace: its reference
+/// names none), open to namespaces labelled [`ALLOW_LABEL`].
+fn hypervisor() -> Hypervisor {
     let mut hv = Hypervisor::new(
         HV,
         HypervisorSpec {
@@ -117,7 +150,7 @@ fn hypervisor() -> Value {
                     last: 5930,
                 },
                 password_secret_ref: Some(SecretKeyRef {
-                    namespace: "porthole-system".into(),
+                    namespace: None,
                     name: "vnc".into(),
                     key: "password".into(),
                 }),
@@ -132,12 +165,18 @@ fn hypervisor() -> Value {
             }),
             default_timeout: None,
             max_timeout: Some("8h".into()),
+            recording: None,
         },
     );
     hv.metadata.uid = Some("7e0c2b4a-hv".into());
     hv.metadata.resource_version = Some("17".into());
     hv.metadata.generation = Some(1);
     hv.metadata.creation_timestamp = Some(Time(seconds_ago(86400)));
+    hv
+}
+
+/// A Hypervisor as the API server returns it.
+fn served_hypervisor(hv: Hypervisor) -> Value {
     serde_json::to_value(hv).unwrap()
 }
 
@@ -177,19 +216,19 @@ fn namespace(allowed: bool) -> Value {
     })
 }
 
-/// What the operator puts on every child, as the API server returns it.
+/// What the operator puts on every child: labels and an annotation that say
+/// whose it is, and no owner reference (which cannot cross namespaces).
 fn child_metadata() -> Value {
     json!({
-        "name": CHILD, "namespace": NS,
+        "name": CHILD, "namespace": HOME,
         "labels": {
             labels::NAME: labels::PROXY_NAME,
             labels::MANAGED_BY: labels::OPERATOR_NAME,
             labels::SESSION: SESSION,
+            labels::SESSION_NAMESPACE: NS,
+            labels::SESSION_UID: SESSION_UID,
         },
-        "ownerReferences": [{
-            "apiVersion": "porthole.dev/v1alpha1", "kind": "ConsoleSession",
-            "name": SESSION, "uid": SESSION_UID, "controller": true,
-        }],
+        "annotations": {annotations::SESSION: format!("{NS}/{SESSION}")},
     })
 }
 
@@ -269,10 +308,13 @@ fn waiting_for_the_proxy() -> ConsoleSessionStatus {
     )
 }
 
+/// Defaults but for the image and the policies; porthole's namespace given
+/// (the environment could set another), the sessions namespace left unset.
 fn config(network_policies: bool) -> Config {
     Config::try_parse_from([
         "porthole-operator",
         "--proxy-image=porthole/proxy:test",
+        "--namespace=porthole-system",
         "--expose=ClusterIP",
         &format!("--network-policies={network_policies}"),
     ])
@@ -288,6 +330,8 @@ type Reply = tower_test::mock::SendResponse<Response<Body>>;
 
 /// What a scenario expects of the API, request by request.
 enum Scenario {
+    /// A session seen for the first time, without porthole's finalizer.
+    AddFinalizer,
     /// Nothing exists yet; the Pod comes back Pending.
     NewSession { network_policies: bool },
     /// Pod, Secret and Service exist and the pod is ready; its Service's one
@@ -295,10 +339,22 @@ enum Scenario {
     StartedSession { routed_to_this_pod: bool },
     /// Someone else deletes the running proxy pod (a drain, `kubectl delete`).
     PodDeletedByOthers,
-    /// The session itself is being deleted in the foreground.
-    SessionBeingDeleted,
-    /// The session's namespace does not carry the label the Hypervisor selects.
-    NamespaceNotAllowed,
+    /// The session is being deleted and still has porthole's finalizer (at
+    /// index `finalizer_index`): its children go, then the finalizer.
+    SessionDeleted { finalizer_index: usize },
+    /// A final session whose children were deleted when it ended is deleted.
+    FinishedSessionDeleted,
+    /// The reconcile sends nothing at all.
+    NoRequest,
+    /// The plan is refused for good: the session's namespace does not carry
+    /// the label the Hypervisor selects, or (`namespace_allowed`) the session
+    /// asks for something else the administrator does not allow.
+    Refused { namespace_allowed: bool },
+    /// The Hypervisor's credentials Secret reference names the session's
+    /// namespace instead of porthole's.
+    ForeignCredentials,
+    /// The Hypervisor requires recording into a claim that does not exist.
+    RecordingClaimMissing,
     /// The proxy pod still runs, but the session's timeout has passed.
     TimeoutPassed,
     /// The proxy pod exited with `idle` as its end reason, at `finished_at`.
@@ -317,17 +373,34 @@ enum Stored {
     No,
 }
 
-/// What the reconcile wrote, for the tests to judge.
+/// What the reconcile sent, for the tests to judge.
 #[derive(Default)]
 struct Transcript {
+    /// Every request, `METHOD path`, in order.
+    requests: Vec<String>,
     /// Server-side applies, `(kind, body)`, in order.
     applied: Vec<(String, Value)>,
     statuses: Vec<ConsoleSessionStatus>,
     events: Vec<K8sEvent>,
     deleted: Vec<String>,
+    /// JSON patches of the session (its finalizers), in order.
+    session_patches: Vec<Value>,
 }
 
 impl Transcript {
+    /// The requests that touch `namespace`, `METHOD path`.
+    fn requests_in(&self, namespace: &str) -> Vec<&str> {
+        let (inside, itself) = (
+            format!("/namespaces/{namespace}/"),
+            format!("/namespaces/{namespace}"),
+        );
+        self.requests
+            .iter()
+            .filter(|r| r.contains(&inside) || r.ends_with(&itself))
+            .map(String::as_str)
+            .collect()
+    }
+
     fn applied_kinds(&self) -> Vec<&str> {
         self.applied.iter().map(|(kind, _)| kind.as_str()).collect()
     }
@@ -380,9 +453,19 @@ impl ApiServerVerifier {
     fn run(mut self, scenario: Scenario) -> tokio::task::JoinHandle<Transcript> {
         tokio::spawn(async move {
             match scenario {
+                Scenario::AddFinalizer => {
+                    self.patch_session(
+                        json!([
+                            {"op": "test", "path": "/metadata/finalizers", "value": null},
+                            {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]},
+                        ]),
+                        &[FINALIZER],
+                    )
+                    .await;
+                }
                 Scenario::NewSession { network_policies } => {
                     self.get(POD, None).await;
-                    self.dereference(true, None).await;
+                    self.dereference(hypervisor(), true, None).await;
                     let secret = self.apply(SECRET, "Secret").await;
                     let token = secret_value(&secret, secret_keys::TOKEN);
                     assert_eq!(token.len(), 43, "a fresh 256-bit token: {token}");
@@ -405,7 +488,8 @@ impl ApiServerVerifier {
                 Scenario::StartedSession { routed_to_this_pod } => {
                     self.secrets.push(TOKEN.to_string());
                     self.get(POD, Some(running_pod(true))).await;
-                    self.dereference(true, Some(session_secret())).await;
+                    self.dereference(hypervisor(), true, Some(session_secret()))
+                        .await;
                     // The immutable session Secret and the running pod are
                     // kept: no apply, no "Created" Event. The URL still
                     // carries the Secret's token.
@@ -431,13 +515,50 @@ impl ApiServerVerifier {
                     self.patch_status().await;
                     self.event().await;
                 }
-                Scenario::SessionBeingDeleted => {}
-                Scenario::NamespaceNotAllowed => {
+                Scenario::SessionDeleted { finalizer_index } => {
+                    self.delete_children([true, true, true, false, true]).await;
+                    self.remove_finalizer(finalizer_index).await;
+                }
+                Scenario::FinishedSessionDeleted => {
+                    // When the final session comes in.
+                    self.delete_children([false; 5]).await;
+                    // When it is deleted: its children are gone already.
+                    self.remove_finalizer(0).await;
+                }
+                Scenario::NoRequest => {}
+                Scenario::Refused { namespace_allowed } => {
                     self.get(POD, None).await;
-                    self.dereference(false, None).await;
+                    self.dereference(hypervisor(), namespace_allowed, None)
+                        .await;
                     self.patch_status().await;
                     self.event().await;
                     self.delete_children([false; 5]).await;
+                }
+                Scenario::ForeignCredentials => {
+                    let mut hv = hypervisor();
+                    if let Some(vnc) = hv.spec.vnc.as_mut() {
+                        vnc.password_secret_ref.as_mut().unwrap().namespace = Some(NS.into());
+                    }
+                    // The Hypervisor, then no Secret of its: neither in the
+                    // namespace it names nor in porthole's.
+                    self.get(POD, None).await;
+                    self.get(HYPERVISOR, Some(served_hypervisor(hv))).await;
+                    self.get(SECRET, None).await;
+                    self.get(NAMESPACE, Some(namespace(true))).await;
+                    self.patch_status().await;
+                    self.event().await;
+                }
+                Scenario::RecordingClaimMissing => {
+                    let mut hv = hypervisor();
+                    hv.spec.recording = Some(RecordingPolicy {
+                        policy: Some(RecordingMode::Required),
+                        claim_name: Some("audit".into()),
+                    });
+                    self.get(POD, None).await;
+                    self.dereference(hv, true, None).await;
+                    self.get(RECORDING_CLAIM, None).await;
+                    self.patch_status().await;
+                    self.event().await;
                 }
                 Scenario::TimeoutPassed => {
                     self.secrets.push(TOKEN.to_string());
@@ -488,6 +609,9 @@ impl ApiServerVerifier {
             .await
             .unwrap_or_else(|| panic!("expected {method} {path}, but reconcile was done"));
         let (parts, body) = request.into_parts();
+        self.transcript
+            .requests
+            .push(format!("{} {}", parts.method, parts.uri.path()));
         assert_eq!(
             format!("{} {}", parts.method, parts.uri.path()),
             format!("{method} {path}"),
@@ -529,18 +653,19 @@ impl ApiServerVerifier {
         }
     }
 
-    /// The reads before validation: Hypervisor, its password Secret, the
-    /// session's own Secret, the namespace's labels.
-    async fn dereference(&mut self, allowed: bool, session_secret: Option<Value>) {
-        self.get(HYPERVISOR, Some(hypervisor())).await;
+    /// The reads before validation: the Hypervisor `hv`, its password Secret,
+    /// the session's own Secret, the namespace's labels.
+    async fn dereference(&mut self, hv: Hypervisor, allowed: bool, session_secret: Option<Value>) {
+        self.get(HYPERVISOR, Some(served_hypervisor(hv))).await;
         self.get(PASSWORD_SECRET, Some(password_secret())).await;
         self.get(SECRET, session_secret).await;
         self.get(NAMESPACE, Some(namespace(allowed))).await;
     }
 
     /// A server-side apply of a child: forced, as the operator's field manager,
-    /// owned by the session; no secret unless it is the Secret. Answers with
-    /// the object as stored, with `finish` run on it.
+    /// in porthole's namespace under the child name, with [`child_metadata`]'s
+    /// labels and annotation and no owner reference; no secret unless it is
+    /// the Secret. Answers with the object as stored, with `finish` run on it.
     async fn apply_with(
         &mut self,
         path: &str,
@@ -551,38 +676,13 @@ impl ApiServerVerifier {
         assert_server_side_apply(&received);
         let body = received.body;
         assert_eq!(body["kind"], json!(kind));
-        let meta = &body["metadata"];
-        assert_eq!(meta["name"], json!(CHILD), "{kind}");
-        assert_eq!(meta["namespace"], json!(NS), "{kind}");
-        assert_eq!(meta["labels"][labels::SESSION], json!(SESSION), "{kind}");
-        assert_eq!(
-            meta["labels"][labels::MANAGED_BY],
-            json!(labels::OPERATOR_NAME),
-            "{kind}"
-        );
-        let owners = meta["ownerReferences"]
-            .as_array()
-            .expect("owner references");
-        assert_eq!(owners.len(), 1, "{kind}: {owners:?}");
-        let owner = &owners[0];
-        assert_eq!(
-            (
-                &owner["apiVersion"],
-                &owner["kind"],
-                &owner["name"],
-                &owner["uid"],
-                &owner["controller"],
-                &owner["blockOwnerDeletion"],
-            ),
-            (
-                &json!("porthole.dev/v1alpha1"),
-                &json!("ConsoleSession"),
-                &json!(SESSION),
-                &json!(SESSION_UID),
-                &json!(true),
-                &json!(true),
-            ),
-            "{kind} is controlled by the session, which waits for it on a foreground delete"
+        let (meta, expected) = (&body["metadata"], child_metadata());
+        for field in ["name", "namespace", "labels", "annotations"] {
+            assert_eq!(meta[field], expected[field], "{kind}'s {field}");
+        }
+        assert!(
+            meta.get("ownerReferences").is_none(),
+            "{kind}: an owner reference cannot cross namespaces: {meta}"
         );
         if kind != "Secret" {
             self.assert_no_secret(&received.text, kind);
@@ -605,8 +705,9 @@ impl ApiServerVerifier {
         let policy = self.apply(NETWORK_POLICY, "NetworkPolicy").await;
         let spec = &policy["spec"];
         assert_eq!(
-            spec["podSelector"]["matchLabels"][labels::SESSION],
-            json!(SESSION)
+            spec["podSelector"],
+            json!({"matchLabels": {labels::SESSION_UID: SESSION_UID}}),
+            "the session's pod, by the uid no other session shares"
         );
         assert_eq!(spec["policyTypes"], json!(["Ingress", "Egress"]));
         assert_eq!(
@@ -648,7 +749,7 @@ impl ApiServerVerifier {
         assert_eq!(service["spec"]["type"], json!("ClusterIP"));
         assert_eq!(
             service["spec"]["selector"],
-            json!({labels::SESSION: SESSION})
+            json!({labels::SESSION_UID: SESSION_UID})
         );
     }
 
@@ -665,8 +766,7 @@ impl ApiServerVerifier {
     /// Pod, Service, Secret, Ingress, NetworkPolicy, in that order; `stored`
     /// says which exist.
     async fn delete_children(&mut self, stored: [bool; 5]) {
-        let paths = [POD, SERVICE, SECRET, INGRESS, NETWORK_POLICY];
-        for (path, stored) in paths.into_iter().zip(stored) {
+        for (path, stored) in CHILDREN.into_iter().zip(stored) {
             let answer_with = if path == POD {
                 let mut pod = running_pod(false);
                 pod["metadata"]["deletionTimestamp"] = json!(seconds_ago(-5).to_string());
@@ -699,15 +799,44 @@ impl ApiServerVerifier {
             "metadata": {"resourceVersion": "1400"},
             "items": [{
                 "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-                "metadata": {"name": format!("{CHILD}-x7k2p"), "namespace": NS,
+                "metadata": {"name": format!("{CHILD}-x7k2p"), "namespace": HOME,
                              "labels": {"kubernetes.io/service-name": CHILD}},
                 "addressType": "IPv4",
                 "endpoints": [{"addresses": ["10.88.0.7"], "conditions": {"ready": ready},
-                               "targetRef": {"kind": "Pod", "namespace": NS, "name": CHILD, "uid": pod_uid}}],
+                               "targetRef": {"kind": "Pod", "namespace": HOME, "name": CHILD, "uid": pod_uid}}],
                 "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
             }],
         });
         answer(received.reply, StatusCode::OK, &list);
+    }
+
+    /// A JSON patch of the session (kube's `finalizer` helper, adding or
+    /// removing porthole's finalizer): exactly `ops`. Answers with the
+    /// session, holding `finalizers` after it.
+    async fn patch_session(&mut self, ops: Value, finalizers: &[&str]) {
+        let received = self.next(Method::PATCH, CONSOLE_SESSION).await;
+        assert_eq!(received.content_type, "application/json-patch+json");
+        assert!(received.query.is_empty(), "{:?}", received.query);
+        assert_eq!(received.body, ops);
+        let mut stored = serde_json::to_value(session("30m", 60, None)).unwrap();
+        stored["metadata"]["finalizers"] = json!(finalizers);
+        stored["metadata"]["resourceVersion"] = json!("1301");
+        answer(received.reply, StatusCode::OK, &stored);
+        self.transcript.session_patches.push(ops);
+    }
+
+    /// The finalizer's removal, once the cleanup is done: tested in place
+    /// first, so that a concurrent change of the list fails the patch.
+    async fn remove_finalizer(&mut self, index: usize) {
+        let path = format!("/metadata/finalizers/{index}");
+        self.patch_session(
+            json!([
+                {"op": "test", "path": path, "value": FINALIZER},
+                {"op": "remove", "path": path},
+            ]),
+            &[],
+        )
+        .await;
     }
 
     /// The status, by forced server-side apply on the status subresource; no
@@ -978,6 +1107,158 @@ async fn without_network_policies_a_new_session_gets_no_policy() {
 }
 
 #[tokio::test]
+async fn a_new_sessions_children_are_applied_in_porthole_system_unowned_and_labelled_with_its_uid()
+{
+    let (result, transcript) = reconcile_with(
+        session("30m", 60, None),
+        config(true),
+        Scenario::NewSession {
+            network_policies: true,
+        },
+    )
+    .await;
+    result.expect("reconcile");
+
+    let applies: Vec<&str> = transcript
+        .requests
+        .iter()
+        .filter(|r| r.starts_with("PATCH ") && !r.ends_with("/status"))
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        applies,
+        [SECRET, NETWORK_POLICY, POD, SERVICE].map(|path| format!("PATCH {path}"))
+    );
+    for (kind, body) in &transcript.applied {
+        let meta = &body["metadata"];
+        assert_eq!(meta["namespace"], json!(HOME), "{kind}");
+        assert!(meta.get("ownerReferences").is_none(), "{kind}: {meta}");
+        assert_eq!(
+            meta["labels"][labels::SESSION_UID],
+            json!(SESSION_UID),
+            "{kind}"
+        );
+    }
+    let (_, pod) = &transcript.applied[2];
+    let proxy = &pod["spec"]["containers"][0];
+    for probe in ["readinessProbe", "livenessProbe"] {
+        assert_eq!(
+            proxy[probe]["httpGet"]["port"],
+            json!("internal"),
+            "{probe}: on the internal port, apart from the viewers'"
+        );
+    }
+    assert!(
+        proxy["ports"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"name": "internal", "containerPort": 8081, "protocol": "TCP"})),
+        "{}",
+        proxy["ports"]
+    );
+}
+
+#[tokio::test]
+async fn a_hypervisor_secret_in_another_namespace_is_not_read_and_the_session_waits_saying_where() {
+    let (result, transcript) = reconcile_with(
+        session("30m", 60, None),
+        config(true),
+        Scenario::ForeignCredentials,
+    )
+    .await;
+
+    assert_eq!(
+        result.expect("reconcile"),
+        Action::requeue(Duration::from_secs(60))
+    );
+    assert!(
+        !transcript
+            .requests
+            .iter()
+            .any(|r| r.ends_with("/secrets/vnc")),
+        "{:?}",
+        transcript.requests
+    );
+    assert!(transcript.applied.is_empty());
+    let status = transcript.only_status();
+    assert_eq!(status.phase, Some(SessionPhase::Pending));
+    assert_eq!(status.reason.as_deref(), Some("CredentialsNotFound"));
+    let message = status.message.as_deref().unwrap_or_default();
+    assert!(
+        message.contains("\"team-a\"") && message.contains("\"porthole-system\""),
+        "says which namespace it named and which it must be: {message}"
+    );
+    assert_eq!(
+        transcript.event_reasons(),
+        [("Normal", "CredentialsNotFound")]
+    );
+}
+
+#[tokio::test]
+async fn a_session_asking_for_an_exposure_the_administrator_did_not_allow_fails() {
+    let mut node_port = session("30m", 60, None);
+    node_port.spec.expose = Some(Expose {
+        type_: Some(ExposeType::NodePort),
+        ingress: None,
+    });
+    let (result, transcript) = reconcile_with(
+        node_port,
+        config(true),
+        Scenario::Refused {
+            namespace_allowed: true,
+        },
+    )
+    .await;
+
+    assert_eq!(result.expect("reconcile"), Action::await_change());
+    assert!(transcript.applied.is_empty(), "no NodePort Service");
+    let status = transcript.only_status();
+    assert_eq!(status.phase, Some(SessionPhase::Failed));
+    assert_eq!(status.reason.as_deref(), Some("ExposureNotAllowed"));
+    assert!(
+        status
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("NodePort"),
+        "{status:?}"
+    );
+    assert_eq!(
+        transcript.event_reasons(),
+        [("Warning", "ExposureNotAllowed")]
+    );
+    assert_eq!(transcript.deleted, CHILDREN);
+}
+
+#[tokio::test]
+async fn a_hypervisor_that_requires_recording_has_its_claim_looked_up_in_porthole_system() {
+    let (result, transcript) = reconcile_with(
+        session("30m", 60, None),
+        config(true),
+        Scenario::RecordingClaimMissing,
+    )
+    .await;
+
+    // The claim is not watched: looked for again soon.
+    assert_eq!(
+        result.expect("reconcile"),
+        Action::requeue(Duration::from_secs(15))
+    );
+    assert!(transcript.applied.is_empty(), "no pod waiting for a claim");
+    let status = transcript.only_status();
+    assert_eq!(status.phase, Some(SessionPhase::Pending));
+    assert_eq!(status.reason.as_deref(), Some("RecordingClaimNotFound"));
+    assert!(
+        transcript
+            .requests_in(NS)
+            .iter()
+            .all(|r| !r.contains("persistentvolumeclaims")),
+        "{:?}",
+        transcript.requests
+    );
+}
+
+#[tokio::test]
 async fn a_started_session_keeps_its_pod_and_token_and_becomes_ready_once_routed() {
     let (result, transcript) = reconcile_with(
         session("30m", 60, Some(waiting_for_the_proxy())),
@@ -1059,24 +1340,86 @@ async fn a_proxy_pod_deleted_by_someone_else_is_waited_for_not_taken_as_the_sess
 }
 
 #[tokio::test]
-async fn a_session_being_deleted_in_the_foreground_is_left_to_the_garbage_collector() {
-    let mut being_deleted = session(
-        "30m",
-        60,
-        Some(status(
-            SessionPhase::Ready,
-            "ProxyReady",
-            "the console is ready",
-        )),
-    );
-    being_deleted.meta_mut().deletion_timestamp = Some(Time(seconds_ago(1)));
-    being_deleted.meta_mut().finalizers = Some(vec!["foregroundDeletion".into()]);
-    let (result, transcript) =
-        reconcile_with(being_deleted, config(true), Scenario::SessionBeingDeleted).await;
+async fn a_new_session_first_gets_portholes_finalizer_and_nothing_else() {
+    let mut new = session("30m", 0, None);
+    new.meta_mut().finalizers = None;
+    let (result, transcript) = reconcile_with(new, config(true), Scenario::AddFinalizer).await;
 
-    // No request at all: the verifier fails on any.
+    // The patch brings the session back, with its finalizer, for the rest.
     assert_eq!(result.expect("reconcile"), Action::await_change());
+    assert_eq!(
+        transcript.requests,
+        [format!("PATCH {CONSOLE_SESSION}")],
+        "no child before the finalizer that removes them is in place"
+    );
     assert!(transcript.statuses.is_empty());
+}
+
+#[tokio::test]
+async fn a_deleted_session_has_its_children_in_porthole_system_deleted_then_its_finalizer_removed()
+{
+    // Deleted in the foreground: the garbage collector's finalizer comes first.
+    let deleted = being_deleted(
+        session(
+            "30m",
+            60,
+            Some(status(
+                SessionPhase::Ready,
+                "ProxyReady",
+                "the console is ready",
+            )),
+        ),
+        &["foregroundDeletion", FINALIZER],
+    );
+    let (result, transcript) = reconcile_with(
+        deleted,
+        config(true),
+        Scenario::SessionDeleted { finalizer_index: 1 },
+    )
+    .await;
+
+    assert_eq!(result.expect("reconcile"), Action::await_change());
+    assert_eq!(transcript.deleted, CHILDREN);
+    assert_eq!(
+        transcript.session_patches.len(),
+        1,
+        "only porthole's finalizer removed"
+    );
+    assert_eq!(
+        transcript.requests_in(NS),
+        [format!("PATCH {CONSOLE_SESSION}")],
+        "nothing else in the session's namespace: {:?}",
+        transcript.requests
+    );
+    assert!(transcript.statuses.is_empty());
+    assert!(transcript.events.is_empty());
+}
+
+#[tokio::test]
+async fn a_finished_session_deleted_later_only_loses_its_finalizer() {
+    let finished = finished_session(10, 3600);
+    let deleted = being_deleted(finished.clone(), &[FINALIZER]);
+    let (result, transcript) = reconcile_each(
+        vec![finished, deleted],
+        config(true),
+        Scenario::FinishedSessionDeleted,
+    )
+    .await;
+
+    assert_eq!(result.expect("reconcile"), Action::await_change());
+    assert_eq!(transcript.deleted, CHILDREN, "each child deleted once");
+    assert_eq!(transcript.session_patches.len(), 1);
+}
+
+#[tokio::test]
+async fn a_session_being_deleted_without_portholes_finalizer_gets_no_request() {
+    // Its cleanup is done, and the garbage collector still holds it.
+    let deleted = being_deleted(session("30m", 60, None), &["foregroundDeletion"]);
+    let (result, transcript) = reconcile_with(deleted, config(true), Scenario::NoRequest).await;
+
+    // The verifier fails on any request: no finalizer added back, no child made.
+    assert_eq!(result.expect("reconcile"), Action::await_change());
+    assert!(transcript.requests.is_empty());
 }
 
 #[tokio::test]
@@ -1084,7 +1427,9 @@ async fn a_session_in_a_namespace_the_hypervisor_does_not_allow_fails_without_cr
     let (result, transcript) = reconcile_with(
         session("30m", 60, None),
         config(true),
-        Scenario::NamespaceNotAllowed,
+        Scenario::Refused {
+            namespace_allowed: false,
+        },
     )
     .await;
 
@@ -1106,10 +1451,7 @@ async fn a_session_in_a_namespace_the_hypervisor_does_not_allow_fails_without_cr
     assert!(status.ended_at.is_some(), "a final phase records its end");
     assert_eq!(transcript.event_reasons(), [("Warning", "NotAllowed")]);
     // Finishing removes whatever the session may have had; here nothing.
-    assert_eq!(
-        transcript.deleted,
-        [POD, SERVICE, SECRET, INGRESS, NETWORK_POLICY]
-    );
+    assert_eq!(transcript.deleted, CHILDREN);
 }
 
 #[tokio::test]
@@ -1150,8 +1492,7 @@ async fn a_session_past_its_timeout_expires_and_its_children_are_deleted() {
     assert_eq!(status.conditions[0].status, "False");
     assert_eq!(transcript.event_reasons(), [("Normal", "Expired")]);
     assert_eq!(
-        transcript.deleted,
-        [POD, SERVICE, SECRET, INGRESS, NETWORK_POLICY],
+        transcript.deleted, CHILDREN,
         "the operator deletes its children itself, not only through owner references"
     );
 }
@@ -1179,10 +1520,7 @@ async fn a_session_whose_proxy_exited_ends_with_the_proxys_end_reason() {
     );
     assert_eq!(status.url, None);
     assert_eq!(transcript.event_reasons(), [("Normal", "Idle")]);
-    assert_eq!(
-        transcript.deleted,
-        [POD, SERVICE, SECRET, INGRESS, NETWORK_POLICY]
-    );
+    assert_eq!(transcript.deleted, CHILDREN);
 }
 
 #[tokio::test]
@@ -1256,10 +1594,7 @@ async fn a_final_sessions_children_are_deleted_once_however_often_it_comes_back(
     .await;
 
     assert!(requeue_after(&result.expect("reconcile")).is_some());
-    assert_eq!(
-        transcript.deleted,
-        [POD, SERVICE, SECRET, INGRESS, NETWORK_POLICY]
-    );
+    assert_eq!(transcript.deleted, CHILDREN);
 }
 
 #[tokio::test]
@@ -1277,11 +1612,7 @@ async fn a_session_that_just_expired_is_not_cleaned_up_twice_when_its_status_bri
         reconcile_each(vec![expiring, ended], config(true), Scenario::TimeoutPassed).await;
 
     result.expect("reconcile");
-    assert_eq!(
-        transcript.deleted,
-        [POD, SERVICE, SECRET, INGRESS, NETWORK_POLICY],
-        "each child deleted once"
-    );
+    assert_eq!(transcript.deleted, CHILDREN, "each child deleted once");
 }
 
 fn finished_session(ended_ago: i64, ttl: i32) -> ConsoleSession {
@@ -1340,9 +1671,6 @@ async fn a_final_session_within_its_ttl_is_kept_and_looked_at_again_when_due() {
         (Duration::from_secs(3588)..=Duration::from_secs(3590)).contains(&due),
         "due in about 3590 s: {due:?}"
     );
-    assert_eq!(
-        transcript.deleted,
-        [POD, SERVICE, SECRET, INGRESS, NETWORK_POLICY]
-    );
+    assert_eq!(transcript.deleted, CHILDREN);
     assert!(transcript.statuses.is_empty());
 }
