@@ -211,6 +211,34 @@ pub mod annotations {
     pub const SESSION: &str = "porthole.dev/session";
 }
 
+/// The name a session's Pod, Service, Secret, NetworkPolicy and Ingress share,
+/// in porthole's namespace, where sessions of every tenant meet:
+/// `console-<session>-<uid>`, the session name shortened to fit. The uid, which
+/// no two sessions share, keeps tenants' names from colliding; the session
+/// name is there for people reading `kubectl get pods`. A valid DNS-1035
+/// label (Services need one), at most 63 characters.
+pub fn child_name(session: &str, uid: &str) -> String {
+    const PREFIX: &str = "console-";
+    const MAX: usize = 63;
+    let uid: String = uid
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    let room = MAX.saturating_sub(PREFIX.len() + 1 + uid.len());
+    let readable: String = session
+        .chars()
+        .map(|c| if c == '.' { '-' } else { c })
+        .take(room)
+        .collect();
+    let readable = readable.trim_end_matches('-');
+    if readable.is_empty() {
+        format!("{PREFIX}{uid}")
+    } else {
+        format!("{PREFIX}{readable}-{uid}")
+    }
+}
+
 /// The finalizer the operator puts on every ConsoleSession, so that the
 /// session's children in porthole's namespace are removed when it is deleted.
 pub const FINALIZER: &str = "porthole.dev/cleanup";

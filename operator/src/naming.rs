@@ -1,34 +1,10 @@
 //! Deterministic names of what a session owns, so every reconcile (and every
 //! operator replica) computes the same ones and server-side apply stays idempotent.
 //!
-//! The children live in porthole's namespace, where sessions of every tenant
-//! meet: their name carries the session's uid, which no two sessions share,
-//! and the session's name first, for people reading `kubectl get pods`.
+//! The children's name ([`child_name`]) is part of the contract: tests and
+//! tools find a session's children by it.
 
-/// The Pod, Service, Secret, NetworkPolicy and Ingress of a session share one
-/// name: `console-<session>-<uid>`, the session name shortened to fit. It is a
-/// valid DNS-1035 label (Services need one), at most 63 characters.
-pub fn child_name(session: &str, uid: &str) -> String {
-    const PREFIX: &str = "console-";
-    const MAX: usize = 63;
-    let uid: String = uid
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
-        .map(|c| c.to_ascii_lowercase())
-        .collect();
-    let room = MAX.saturating_sub(PREFIX.len() + 1 + uid.len());
-    let readable: String = session
-        .chars()
-        .map(|c| if c == '.' { '-' } else { c })
-        .take(room)
-        .collect();
-    let readable = readable.trim_end_matches('-');
-    if readable.is_empty() {
-        format!("{PREFIX}{uid}")
-    } else {
-        format!("{PREFIX}{readable}-{uid}")
-    }
-}
+pub use porthole_api::contract::child_name;
 
 /// The value of the session label (`labels::SESSION`) on what a session owns:
 /// its name, or for names longer than a label value may be (63 characters) a

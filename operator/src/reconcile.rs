@@ -106,7 +106,7 @@ async fn clean_up(session: &ConsoleSession, ctx: &Context) -> Result<Action> {
     let uid = session.uid().unwrap_or_default();
     if !ctx.cleaned_up.contains(&uid) {
         children_of(ctx, session).delete_all().await?;
-        info!(session = %session.name_any(), "deleted the session's proxy pod, Service and Secret");
+        info!(session = %session.name_any(), "deleted the session's proxy pod and what went with it");
     }
     Ok(Action::await_change())
 }
@@ -516,10 +516,10 @@ async fn apply(
     let pod = match existing_pod {
         Some(pod) => pod,
         None => {
-            // A session that published a URL had a pod: it was deleted or
-            // evicted under its viewers. Its replacement serves the same URL,
-            // token and deadline; say so, since the viewers were cut off.
-            // The session had a pod: it published a URL, or saw it deleted.
+            // A session that published a URL, or saw its pod deleted, had a
+            // pod: it was deleted or evicted under its viewers. Its
+            // replacement serves the same URL, token and deadline; say so,
+            // since the viewers were cut off.
             let replacing = session.status.as_ref().is_some_and(|s| {
                 s.url.is_some() || s.reason.as_deref() == Some(Reason::ProxyStopping.as_str())
             });

@@ -268,8 +268,9 @@ impl Tracked for Secret {
     fn seen(&self, _: &mut Seen, _: Instant) {}
 }
 
-/// Watches on the run's namespace: its sessions, and the Pods, Services,
-/// Secrets and EndpointSlices that carry the session label.
+/// Watches on the run's sessions, in their namespace, and on their Pods,
+/// Services, Secrets and EndpointSlices, in porthole's namespace (labelled
+/// with the sessions' namespace).
 pub struct Watches {
     seen: Arc<Mutex<Seen>>,
     changed: watch::Receiver<u64>,
@@ -290,7 +291,9 @@ impl Watches {
         let seen = Arc::new(Mutex::new(Seen::default()));
         let (tx, changed) = watch::channel(0u64);
         let tx = Arc::new(tx);
-        let children = watcher::Config::default().labels(labels::SESSION);
+        let children = watcher::Config::default()
+            .labels(&format!("{}={namespace}", labels::SESSION_NAMESPACE));
+        let home = crate::controlplane::PORTHOLE_NAMESPACE;
         let tasks = vec![
             spawn::<ConsoleSession>(
                 Api::namespaced(client.clone(), namespace),
@@ -299,25 +302,25 @@ impl Watches {
                 tx.clone(),
             ),
             spawn::<Pod>(
-                Api::namespaced(client.clone(), namespace),
+                Api::namespaced(client.clone(), home),
                 children.clone(),
                 seen.clone(),
                 tx.clone(),
             ),
             spawn::<Service>(
-                Api::namespaced(client.clone(), namespace),
+                Api::namespaced(client.clone(), home),
                 children.clone(),
                 seen.clone(),
                 tx.clone(),
             ),
             spawn::<Secret>(
-                Api::namespaced(client.clone(), namespace),
+                Api::namespaced(client.clone(), home),
                 children.clone(),
                 seen.clone(),
                 tx.clone(),
             ),
             spawn::<EndpointSlice>(
-                Api::namespaced(client.clone(), namespace),
+                Api::namespaced(client.clone(), home),
                 children,
                 seen.clone(),
                 tx,

@@ -10,6 +10,9 @@ pub mod cluster;
 pub mod operator;
 pub mod run;
 
+/// Where `make install` puts porthole, and so every session's children.
+pub const PORTHOLE_NAMESPACE: &str = "porthole-system";
+
 use std::path::PathBuf;
 use std::time::Duration;
 

@@ -14,6 +14,47 @@ use rand::Rng;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
+/// porthole's namespace (`make install`): the operator, Hypervisor
+/// credentials, and every session's proxy Pod, Secret, Service, Ingress and
+/// NetworkPolicy.
+pub const PORTHOLE_NAMESPACE: &str = "porthole-system";
+
+/// An API for a kind of session children, in porthole's namespace.
+pub fn children_api<K>(client: &Client) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    Api::namespaced(client.clone(), PORTHOLE_NAMESPACE)
+}
+
+/// The name shared by session `ns/name`'s children in porthole's namespace
+/// (`contract::child_name`, from the session's uid).
+pub async fn child_name(client: &Client, ns: &str, name: &str) -> Result<String> {
+    let sessions: Api<ConsoleSession> = Api::namespaced(client.clone(), ns);
+    let uid = sessions
+        .get(name)
+        .await
+        .with_context(|| format!("reading ConsoleSession {ns}/{name}"))?
+        .metadata
+        .uid
+        .context("a stored session has a uid")?;
+    Ok(porthole_api::contract::child_name(name, &uid))
+}
+
+/// The proxy pods of namespace `ns`'s sessions.
+pub async fn session_pods(
+    client: &Client,
+    ns: &str,
+) -> Result<Vec<k8s_openapi::api::core::v1::Pod>> {
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = children_api(client);
+    let selector = format!("{}={ns}", porthole_api::contract::labels::SESSION_NAMESPACE);
+    Ok(pods
+        .list(&kube::api::ListParams::default().labels(&selector))
+        .await?
+        .items)
+}
+
 /// The kubeconfig the test cluster writes (`make cluster-up`).
 pub fn kubeconfig_path() -> PathBuf {
     std::env::var_os("KUBECONFIG")
@@ -273,20 +314,20 @@ where
     }
 }
 
-/// Waits until a session's Pod, Service and Secret (all named `child`) are gone.
+/// Waits until a session's Pod, Service and Secret (all named `child`, in
+/// porthole's namespace) are gone.
 pub async fn wait_until_children_gone(
     client: &Client,
-    ns: &str,
     child: &str,
     timeout: Duration,
 ) -> Result<()> {
     use k8s_openapi::api::core::v1::{Pod, Secret, Service};
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let services: Api<Service> = Api::namespaced(client.clone(), ns);
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let pods: Api<Pod> = children_api(client);
+    let services: Api<Service> = children_api(client);
+    let secrets: Api<Secret> = children_api(client);
     eventually(
         timeout,
-        &format!("{ns}/{child}'s Pod, Service and Secret to be deleted"),
+        &format!("{PORTHOLE_NAMESPACE}/{child}'s Pod, Service and Secret to be deleted"),
         || {
             let (pods, services, secrets) = (pods.clone(), services.clone(), secrets.clone());
             async move {
@@ -404,8 +445,7 @@ pub mod faults {
     use kube::api::{Api, ListParams};
     use tokio::process::Command;
 
-    /// The label every child of a session carries.
-    const SESSION_LABEL: &str = "porthole.dev/session";
+    use porthole_api::contract::labels;
 
     /// The host pid of the pod's sandbox (its network namespace's holder),
     /// found by the labels the node agent puts on its podman containers.
@@ -458,23 +498,23 @@ pub mod faults {
         Ok(())
     }
 
-    /// How many Pods, Services, Secrets and NetworkPolicies of sessions are
-    /// left in `ns`.
+    /// How many Pods, Services, Secrets and NetworkPolicies of sessions in
+    /// namespace `ns` are left (in porthole's namespace, where they live).
     async fn orphans(client: &Client, ns: &str) -> Result<usize> {
-        let lp = ListParams::default().labels(SESSION_LABEL);
-        let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-        let services: Api<Service> = Api::namespaced(client.clone(), ns);
-        let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-        let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), ns);
+        let lp = ListParams::default().labels(&format!("{}={ns}", labels::SESSION_NAMESPACE));
+        let pods: Api<Pod> = super::children_api(client);
+        let services: Api<Service> = super::children_api(client);
+        let secrets: Api<Secret> = super::children_api(client);
+        let policies: Api<NetworkPolicy> = super::children_api(client);
         Ok(pods.list_metadata(&lp).await?.items.len()
             + services.list_metadata(&lp).await?.items.len()
             + secrets.list_metadata(&lp).await?.items.len()
             + policies.list_metadata(&lp).await?.items.len())
     }
 
-    /// The orphans left in `ns` once the garbage collector has had `grace`
-    /// to remove the children of deleted or ended sessions: zero as soon as
-    /// nothing is left, else the count at the end.
+    /// The children of `ns`'s sessions left once the operator has had `grace`
+    /// to remove those of deleted or ended sessions: zero as soon as nothing
+    /// is left, else the count at the end.
     pub async fn orphans_after(client: &Client, ns: &str, grace: Duration) -> Result<usize> {
         let gone = super::eventually(grace, "every session's children to be deleted", || async {
             Ok((orphans(client, ns).await? == 0).then_some(()))

@@ -163,19 +163,14 @@ impl PveSim {
             .map(drop)
     }
 
-    /// Applies a credentials Secret in `namespace` and a Hypervisor for this
-    /// simulator. `credentials` are the Secret's string data; `tls` the
-    /// Hypervisor's `spec.proxmox.tls`.
-    pub async fn apply_hypervisor(
-        &self,
-        name: &str,
-        namespace: &str,
-        credentials: Value,
-        tls: Value,
-    ) -> Result<()> {
+    /// Applies a credentials Secret in porthole's namespace (the only one
+    /// the operator reads Secrets in) and a Hypervisor for this simulator.
+    /// `credentials` are the Secret's string data; `tls` the Hypervisor's
+    /// `spec.proxmox.tls`.
+    pub async fn apply_hypervisor(&self, name: &str, credentials: Value, tls: Value) -> Result<()> {
         let secret = json!({
             "apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": format!("{name}-credentials"), "namespace": namespace},
+            "metadata": {"name": format!("{name}-credentials"), "namespace": crate::cluster::PORTHOLE_NAMESPACE},
             "stringData": credentials,
         });
         let hypervisor = json!({
@@ -185,7 +180,7 @@ impl PveSim {
                 "allowedNamespaces": {},
                 "proxmox": {
                     "url": self.url(),
-                    "credentialsSecretRef": {"namespace": namespace, "name": format!("{name}-credentials")},
+                    "credentialsSecretRef": {"name": format!("{name}-credentials")},
                     "tls": tls,
                 },
             },

@@ -27,8 +27,8 @@ mod disruptive {
     use porthole_e2e::HYPERVISOR_HOST;
     use porthole_e2e::cluster::faults::orphans_after;
     use porthole_e2e::cluster::{
-        TestHypervisor, TestNamespace, apiserver, client, eventually, kubectl, ready_status,
-        record_figures, wait_for_session,
+        TestHypervisor, TestNamespace, apiserver, child_name, children_api, client, eventually,
+        kubectl, ready_status, record_figures, wait_for_session,
     };
     use porthole_e2e::rfb::{self, Console, ConsoleUrl, ServerInit};
     use porthole_e2e::vm::Vm;
@@ -181,7 +181,7 @@ mod disruptive {
         let _vm = Vm::start(HYPERVISOR_HOST, VM_PORT).await?;
         let hv = TestHypervisor::vnc("apiserver").await?;
         let sessions: Api<ConsoleSession> = Api::namespaced(client.clone(), &ns.name);
-        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+        let pods: Api<Pod> = children_api(&client);
 
         // A viewer watching a long session.
         apply_session(&ns.name, &hv.name, "watched", "30m").await?;
@@ -204,8 +204,9 @@ mod disruptive {
         apply_session(&ns.name, &hv.name, "expiring", EXPIRING_TIMEOUT).await?;
         let status = ready_status(&sessions, "expiring", WAIT).await?;
         let deadline = status.expires_at.context("status.expiresAt")?.0;
+        let expiring_child = child_name(&client, &ns.name, "expiring").await?;
         let pod_ip = pods
-            .get("console-expiring")
+            .get(&expiring_child)
             .await?
             .status
             .and_then(|s| s.pod_ip)
@@ -288,13 +289,7 @@ mod disruptive {
                 off.abs() <= ON_TIME_SECS,
                 "recorded {off:+.1}s off its deadline"
             );
-            porthole_e2e::cluster::wait_until_children_gone(
-                &client,
-                &ns.name,
-                "console-expiring",
-                WAIT,
-            )
-            .await
+            porthole_e2e::cluster::wait_until_children_gone(&client, &expiring_child, WAIT).await
         };
         check("the expired session", expired.await, Some("expiring"));
         check(

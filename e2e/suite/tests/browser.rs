@@ -68,13 +68,8 @@ impl Bed {
     async fn proxmox_hypervisor(&mut self, sim: &PveSim) -> Result<String> {
         let name = format!("browser-pve-{}", unique_suffix());
         self.hypervisors.push(name.clone());
-        sim.apply_hypervisor(
-            &name,
-            &self.ns.name,
-            PveSim::password_credentials(),
-            sim.ca_tls(),
-        )
-        .await?;
+        sim.apply_hypervisor(&name, PveSim::password_credentials(), sim.ca_tls())
+            .await?;
         Ok(name)
     }
 

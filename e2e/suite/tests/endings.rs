@@ -9,7 +9,9 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::Api;
 use porthole_api::v1alpha1::{ConsoleSession, ConsoleSessionStatus, SessionPhase};
 use porthole_e2e::HYPERVISOR_HOST;
-use porthole_e2e::cluster::{TestHypervisor, TestNamespace, client, kubectl, wait_for_session};
+use porthole_e2e::cluster::{
+    TestHypervisor, TestNamespace, child_name, children_api, client, kubectl, wait_for_session,
+};
 use porthole_e2e::rfb;
 use porthole_e2e::vm::Vm;
 
@@ -78,9 +80,10 @@ async fn nobody_connecting_ends_the_session_as_never_connected_on_time() -> Resu
         .ready_session("noshow", 5914, "  connectTimeout: 6s\n")
         .await?;
     // The proxy counts from its start.
-    let pods: Api<Pod> = Api::namespaced(setup.sessions.clone().into_client(), &setup.ns.name);
+    let client = setup.sessions.clone().into_client();
+    let pods: Api<Pod> = children_api(&client);
     let started = pods
-        .get("console-noshow")
+        .get(&child_name(&client, &setup.ns.name, "noshow").await?)
         .await?
         .status
         .and_then(|s| s.container_statuses?.remove(0).state?.running?.started_at)

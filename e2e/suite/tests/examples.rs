@@ -17,7 +17,7 @@ use kube::api::ListParams;
 use porthole_api::contract::labels;
 use porthole_api::v1alpha1::{ConsoleSession, SessionPhase};
 use porthole_e2e::HYPERVISOR_HOST;
-use porthole_e2e::cluster::{client, eventually, kubectl, ready_status};
+use porthole_e2e::cluster::{child_name, children_api, client, eventually, kubectl, ready_status};
 use porthole_e2e::rfb;
 use porthole_e2e::vm::Vm;
 use serde_json::Value;
@@ -93,8 +93,11 @@ async fn check_ready(client: &kube::Client, ns: &str, name: &str) -> Result<()> 
     let sessions: Api<ConsoleSession> = Api::namespaced(client.clone(), ns);
     let status = ready_status(&sessions, name, WAIT).await?;
     let url = status.url.context("status.url")?;
-    let ingresses: Api<Ingress> = Api::namespaced(client.clone(), ns);
-    match ingresses.get_opt(&format!("console-{name}")).await? {
+    let ingresses: Api<Ingress> = children_api(client);
+    match ingresses
+        .get_opt(&child_name(client, ns, name).await?)
+        .await?
+    {
         Some(ingress) => {
             let host = ingress
                 .spec
@@ -175,9 +178,13 @@ async fn the_proxmox_example_is_accepted_and_says_it_cannot_reach_its_placeholde
         "{:?}",
         status.phase
     );
-    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pods: Api<Pod> = children_api(&client);
     let proxies = pods
-        .list(&ListParams::default().labels(&format!("{}=pve-demo", labels::SESSION)))
+        .list(&ListParams::default().labels(&format!(
+            "{}=pve-demo,{}=default",
+            labels::SESSION,
+            labels::SESSION_NAMESPACE
+        )))
         .await?;
     ensure!(
         proxies.items.is_empty(),

@@ -1,6 +1,8 @@
 //! What users and UIs see of a live session: the Connected phase and
-//! `status.viewers` as viewers come and go, with Events, and Ingress exposure
-//! producing an Ingress the real apiserver accepts and a URL the proxy serves.
+//! `status.viewers` as viewers come and go, with Events; Ingress exposure
+//! producing an Ingress the real apiserver accepts and a URL the proxy serves;
+//! and the administrator's exposure policy refusing what it does not list
+//! (the test bed's is in e2e/testbed-values.yaml).
 
 use std::time::Duration;
 
@@ -12,7 +14,8 @@ use kube::api::ListParams;
 use porthole_api::v1alpha1::{ConsoleSession, SessionPhase};
 use porthole_e2e::HYPERVISOR_HOST;
 use porthole_e2e::cluster::{
-    TestHypervisor, TestNamespace, client, eventually, kubectl, ready_status, wait_for_session,
+    TestHypervisor, TestNamespace, child_name, children_api, client, eventually, kubectl,
+    ready_status, wait_for_session,
 };
 use porthole_e2e::rfb::{self, ConsoleUrl};
 use porthole_e2e::vm::Vm;
@@ -109,9 +112,11 @@ async fn ingress_exposure_yields_a_valid_ingress_and_a_url_the_proxy_serves() ->
         format!("https://consoles.porthole.test{prefix}")
     );
 
-    // The apiserver accepted the Ingress the operator built.
-    let ingresses: Api<Ingress> = Api::namespaced(client.clone(), &ns.name);
-    let ingress = ingresses.get("console-web").await?;
+    // The apiserver accepted the Ingress the operator built, in porthole's
+    // namespace, where the session's namespace cannot change it.
+    let child = child_name(&client, &ns.name, "web").await?;
+    let ingresses: Api<Ingress> = children_api(&client);
+    let ingress = ingresses.get(&child).await?;
     let spec = ingress.spec.context("ingress spec")?;
     assert_eq!(spec.ingress_class_name.as_deref(), Some("nginx"));
     let tls = spec.tls.context("tls")?;
@@ -121,13 +126,13 @@ async fn ingress_exposure_yields_a_valid_ingress_and_a_url_the_proxy_serves() ->
     let path = &rule.http.as_ref().context("http")?.paths[0];
     assert_eq!(path.path.as_deref(), Some(prefix.as_str()));
     let backend = path.backend.service.as_ref().context("backend")?;
-    assert_eq!(backend.name, "console-web");
+    assert_eq!(backend.name, child);
 
     // Do what an ingress controller does: forward the path, unchanged, to the
     // Service. The proxy serves the console there.
-    let services: Api<Service> = Api::namespaced(client.clone(), &ns.name);
+    let services: Api<Service> = children_api(&client);
     let cluster_ip = services
-        .get("console-web")
+        .get(&child)
         .await?
         .spec
         .and_then(|s| s.cluster_ip)
@@ -146,15 +151,89 @@ async fn ingress_exposure_yields_a_valid_ingress_and_a_url_the_proxy_serves() ->
         .await?;
     console.close().await;
 
-    // Deleting the session takes the Ingress with it (owner reference, real GC).
+    // Deleting the session takes the Ingress with it (the session's finalizer).
     kubectl(&["-n", &ns.name, "delete", "consolesession", "web"], None).await?;
-    eventually(WAIT, "the Ingress to be garbage-collected", || async {
-        Ok(ingresses
-            .get_opt("console-web")
-            .await?
-            .is_none()
-            .then_some(()))
+    eventually(WAIT, "the Ingress to be deleted", || async {
+        Ok(ingresses.get_opt(&child).await?.is_none().then_some(()))
     })
     .await?;
+    Ok(())
+}
+
+/// Applies session `name` asking for `expose` and returns its final status
+/// once the operator has refused it.
+async fn refused(
+    ns: &str,
+    hypervisor: &TestHypervisor,
+    name: &str,
+    expose: &str,
+) -> Result<String> {
+    let manifest = format!(
+        "apiVersion: porthole.dev/v1alpha1\nkind: ConsoleSession\nmetadata: {{name: {name}, namespace: {ns}}}\n\
+         spec:\n  hypervisor: {}\n  vm: {{port: 5928}}\n  expose:\n{expose}",
+        hypervisor.name
+    );
+    kubectl(&["apply", "-f", "-"], Some(&manifest)).await?;
+    wait_for_session(ns, name, "jsonpath={.status.phase}=Failed", WAIT).await?;
+    let sessions: Api<ConsoleSession> = Api::namespaced(client().await?, ns);
+    let status = sessions.get(name).await?.status.context("status")?;
+    assert_eq!(
+        status.reason.as_deref(),
+        Some("ExposureNotAllowed"),
+        "{status:?}"
+    );
+    Ok(status.message.unwrap_or_default())
+}
+
+#[tokio::test]
+async fn exposure_the_administrator_does_not_allow_is_refused_with_what_and_why() -> Result<()> {
+    let client = client().await?;
+    let ns = TestNamespace::create(&client, "policy").await?;
+    let hv = TestHypervisor::vnc("policy").await?;
+    let plaintext = refused(&ns.name, &hv, "lb", "    type: LoadBalancer\n").await?;
+    assert!(
+        plaintext.contains("\"LoadBalancer\" is not allowed") && plaintext.contains("plaintext"),
+        "{plaintext}"
+    );
+    let class = refused(
+        &ns.name,
+        &hv,
+        "class",
+        "    type: Ingress\n    ingress: {className: public, host: consoles.porthole.test}\n",
+    )
+    .await?;
+    assert!(
+        class.contains("className \"public\" is not allowed"),
+        "{class}"
+    );
+    let host = refused(
+        &ns.name,
+        &hv,
+        "host",
+        "    type: Ingress\n    ingress: {host: bank.example.com}\n",
+    )
+    .await?;
+    assert!(
+        host.contains("host \"bank.example.com\" is not allowed"),
+        "{host}"
+    );
+    let tls = refused(
+        &ns.name,
+        &hv,
+        "tls",
+        "    type: Ingress\n    ingress: {host: consoles.porthole.test, tlsSecretName: someone-elses}\n",
+    )
+    .await?;
+    assert!(tls.contains("tlsSecretName \"someone-elses\""), "{tls}");
+    // Nothing was made for any of them.
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = children_api(&client);
+    let made = pods
+        .list(&ListParams::default().labels(&format!(
+            "{}={}",
+            porthole_api::contract::labels::SESSION_NAMESPACE,
+            ns.name
+        )))
+        .await?;
+    assert!(made.items.is_empty(), "a proxy pod for a refused session");
     Ok(())
 }

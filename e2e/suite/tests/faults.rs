@@ -20,8 +20,9 @@ use porthole_api::v1alpha1::{ConsoleSession, ConsoleSessionStatus, SessionPhase}
 use porthole_e2e::HYPERVISOR_HOST;
 use porthole_e2e::cluster::faults::{cut_pod_from, orphans_after};
 use porthole_e2e::cluster::{
-    TestHypervisor, TestNamespace, apply, client, event_note, eventually, kubectl, ready_status,
-    record_figures, unique_suffix, wait_until_children_gone,
+    PORTHOLE_NAMESPACE, TestHypervisor, TestNamespace, apply, child_name, children_api, client,
+    event_note, eventually, kubectl, ready_status, record_figures, unique_suffix,
+    wait_until_children_gone,
 };
 use porthole_e2e::pve::{self, PveSim, SimVm};
 use porthole_e2e::rfb::{self, ConsoleUrl};
@@ -112,13 +113,8 @@ impl Bed {
             status.message
         );
         ensure!(status.url.is_none(), "a final session publishes no URL");
-        wait_until_children_gone(
-            &self.client,
-            &self.ns.name,
-            &format!("console-{name}"),
-            CLEANUP,
-        )
-        .await?;
+        let child = child_name(&self.client, &self.ns.name, name).await?;
+        wait_until_children_gone(&self.client, &child, CLEANUP).await?;
         Ok(status)
     }
 
@@ -154,8 +150,9 @@ impl Bed {
     }
 
     async fn pod(&self, name: &str) -> Result<Pod> {
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.ns.name);
-        Ok(pods.get(&format!("console-{name}")).await?)
+        let pods: Api<Pod> = children_api(&self.client);
+        let child = child_name(&self.client, &self.ns.name, name).await?;
+        Ok(pods.get(&child).await?)
     }
 }
 
@@ -214,13 +211,8 @@ async fn proxmox_api_down_for_a_minute_refuses_clearly_then_recovers() -> Result
     .await?;
     let hypervisor = format!("faults-pve-{}", unique_suffix());
     let bed = Bed::new("faults-pve", hypervisor.clone()).await?;
-    sim.apply_hypervisor(
-        &hypervisor,
-        &bed.ns.name,
-        PveSim::password_credentials(),
-        sim.ca_tls(),
-    )
-    .await?;
+    sim.apply_hypervisor(&hypervisor, PveSim::password_credentials(), sim.ca_tls())
+        .await?;
     let vm = json!({"node": sim.node(), "id": 100, "kind": "qemu"});
     bed.apply_session("before", vm.clone(), TIMEOUT).await?;
     let before = bed.ready("before").await?;
@@ -427,12 +419,13 @@ async fn pod_deleted_under_a_viewer(prefix: &str, port: u16, how: PodDeletion) -
 
     // Conditions carry whole seconds.
     let before_delete = Timestamp::from_second(Timestamp::now().as_second())?;
+    let lost = child_name(&bed.client, &bed.ns.name, "lost").await?;
     let mut delete = vec![
         "-n",
-        &bed.ns.name,
+        PORTHOLE_NAMESPACE,
         "delete",
         "pod",
-        "console-lost",
+        &lost,
         "--wait=false",
     ];
     if let PodDeletion::Forced = how {

@@ -6,11 +6,12 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
+use porthole_api::contract::labels;
 use porthole_api::v1alpha1::{ConsoleSession, SessionPhase};
 use porthole_e2e::HYPERVISOR_HOST;
 use porthole_e2e::cluster::{
-    TestNamespace, client, kubectl, kubectl_output, unique_suffix, wait_for_session,
-    wait_until_children_gone,
+    TestNamespace, child_name, children_api, client, kubectl, kubectl_output, session_pods,
+    unique_suffix, wait_for_session, wait_until_children_gone,
 };
 
 fn hypervisor(name: &str, allowed_namespaces: &str) -> String {
@@ -93,8 +94,9 @@ async fn a_session_recreated_under_a_deleted_ones_name_gets_its_own_pod_and_toke
     let old = sessions.get("again").await?;
     let old_url = old.status.and_then(|s| s.url).context("old url")?;
 
-    // Deleted and applied again at once: the old pod and Secret are still
-    // going away when the new session is first reconciled.
+    // Deleted and applied again at once: the old pod and Secret may still be
+    // going away when the new session is first reconciled; the new session's
+    // children carry its own uid, so they never meet.
     kubectl(
         &[
             "-n",
@@ -109,7 +111,7 @@ async fn a_session_recreated_under_a_deleted_ones_name_gets_its_own_pod_and_toke
     .await?;
     kubectl(&["apply", "-f", "-"], Some(&first)).await?;
     let old_uid = old.metadata.uid.context("uid")?;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    let pods: Api<Pod> = children_api(&client);
     let new = porthole_e2e::cluster::eventually(
         Duration::from_secs(90),
         "the new session Ready with a pod of its own",
@@ -126,13 +128,13 @@ async fn a_session_recreated_under_a_deleted_ones_name_gets_its_own_pod_and_toke
                     "the new session ended: {:?}",
                     new.status
                 );
-                let pod_owner = pods
-                    .get_opt("console-again")
+                let pod_session = pods
+                    .get_opt(&porthole_api::contract::child_name("again", &uid))
                     .await?
-                    .and_then(|p| p.metadata.owner_references?.first().map(|o| o.uid.clone()));
+                    .and_then(|p| p.metadata.labels?.remove(labels::SESSION_UID));
                 let ready = uid != old_uid
                     && phase == Some(SessionPhase::Ready)
-                    && pod_owner.as_deref() == Some(uid.as_str());
+                    && pod_session.as_deref() == Some(uid.as_str());
                 Ok(ready.then_some(new))
             }
         },
@@ -185,8 +187,7 @@ async fn a_session_whose_hypervisor_never_comes_expires_at_its_timeout() -> Resu
         20,
         "endedAt is the deadline"
     );
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
-    assert!(pods.list(&Default::default()).await?.items.is_empty());
+    assert!(session_pods(&client, &ns.name).await?.is_empty());
     Ok(())
 }
 
@@ -210,9 +211,8 @@ async fn a_namespace_outside_allowed_namespaces_gets_not_allowed_and_no_pod() ->
     let status = sessions.get("denied").await?.status.context("status")?;
     assert_eq!(status.phase, Some(SessionPhase::Failed));
     assert!(status.message.unwrap_or_default().contains(&ns.name));
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
     assert!(
-        pods.list(&Default::default()).await?.items.is_empty(),
+        session_pods(&client, &ns.name).await?.is_empty(),
         "no pod for a denied session"
     );
     kubectl(&["delete", "hypervisor", &hv], None).await?;
@@ -258,8 +258,8 @@ async fn the_hard_timeout_ends_the_session_on_time_and_removes_what_it_created()
         "ended {late:?} after the deadline"
     );
 
-    let child = "console-short";
-    wait_until_children_gone(&client, &ns.name, child, Duration::from_secs(30)).await?;
+    let child = child_name(&client, &ns.name, "short").await?;
+    wait_until_children_gone(&client, &child, Duration::from_secs(30)).await?;
     assert!(
         sessions.get_opt("short").await?.is_some(),
         "the session stays with its final phase"

@@ -15,7 +15,8 @@ use kube::api::ListParams;
 use porthole_api::v1alpha1::ConsoleSession;
 use porthole_e2e::HYPERVISOR_HOST;
 use porthole_e2e::cluster::{
-    TestHypervisor, TestNamespace, client, eventually, kubeconfig_path, wait_until_children_gone,
+    TestHypervisor, TestNamespace, child_name, client, eventually, kubeconfig_path,
+    wait_until_children_gone,
 };
 use porthole_e2e::rfb;
 use porthole_e2e::vm::Vm;
@@ -114,6 +115,7 @@ async fn the_plugin_prints_the_ready_sessions_url_and_delete_ends_it() -> Result
     console.close().await;
 
     // --delete ends it: the session and what the operator made for it go away.
+    let child = child_name(&client, &ns.name, &name).await?;
     let out = plugin(&["--delete", &name, "-n", &ns.name]).await?;
     assert_eq!(out.status.code(), Some(0), "--delete failed");
     let report = String::from_utf8(out.stdout)?;
@@ -131,13 +133,7 @@ async fn the_plugin_prints_the_ready_sessions_url_and_delete_ends_it() -> Result
         },
     )
     .await?;
-    wait_until_children_gone(
-        &client,
-        &ns.name,
-        &format!("console-{name}"),
-        Duration::from_secs(60),
-    )
-    .await?;
+    wait_until_children_gone(&client, &child, Duration::from_secs(60)).await?;
 
     // Deleting it again says so, with exit status 1.
     let out = plugin(&["--delete", &name, "-n", &ns.name]).await?;
@@ -195,7 +191,7 @@ async fn a_port_for_a_proxmox_hypervisor_asks_for_node_and_id_before_creating_an
     // Only read by the plugin: no session ever names it.
     let hypervisor = TestHypervisor::create(
         "plugin-pve",
-        "proxmox: {url: 'https://pve.invalid:8006', credentialsSecretRef: {namespace: porthole-system, name: absent}}",
+        "proxmox: {url: 'https://pve.invalid:8006', credentialsSecretRef: {name: absent}}",
     )
     .await?;
 

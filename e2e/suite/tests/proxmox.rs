@@ -11,7 +11,8 @@ use kube::Api;
 use porthole_api::contract::secret_keys;
 use porthole_api::v1alpha1::{ConsoleSession, ConsoleSessionStatus, SessionPhase};
 use porthole_e2e::cluster::{
-    TestNamespace, apply, client, event_note, eventually, ready_status, unique_suffix,
+    TestNamespace, apply, child_name, children_api, client, event_note, eventually, ready_status,
+    unique_suffix,
 };
 use porthole_e2e::pve::{self, PveSim, SimVm};
 use porthole_e2e::rfb::{self, ConsoleUrl};
@@ -28,6 +29,7 @@ struct Setup {
     ns: TestNamespace,
     sessions: Api<ConsoleSession>,
     secrets: Api<Secret>,
+    client: kube::Client,
     hypervisor: String,
 }
 
@@ -36,11 +38,12 @@ impl Setup {
         let client = client().await?;
         let ns = TestNamespace::create(&client, prefix).await?;
         let hypervisor = format!("{prefix}-{}", unique_suffix());
-        sim.apply_hypervisor(&hypervisor, &ns.name, credentials, tls)
-            .await?;
+        sim.apply_hypervisor(&hypervisor, credentials, tls).await?;
         Ok(Setup {
             sessions: Api::namespaced(client.clone(), &ns.name),
-            secrets: Api::namespaced(client, &ns.name),
+            // The session Secrets live in porthole's namespace.
+            secrets: children_api(&client),
+            client,
             ns,
             hypervisor,
         })
@@ -214,7 +217,10 @@ async fn console_opens_late(sim: &PveSim, setup: &Setup, vmid: u32, kind: &str) 
     )?;
     console.close().await;
 
-    let secret = setup.secrets.get("console-late").await?;
+    let secret = setup
+        .secrets
+        .get(&child_name(&setup.client, &setup.ns.name, "late").await?)
+        .await?;
     let data = secret.data.unwrap_or_default();
     ensure!(
         data.contains_key(secret_keys::PVE_TICKET),
@@ -297,7 +303,7 @@ async fn an_api_token_reaches_the_proxy_and_opens_the_console() -> Result<()> {
         .await;
     let data = setup
         .secrets
-        .get("console-token")
+        .get(&child_name(&setup.client, &setup.ns.name, "token").await?)
         .await?
         .data
         .unwrap_or_default();

@@ -1,4 +1,5 @@
-//! Recorded sessions (`spec.record`) on the test bed: a claim bound to a
+//! Recorded sessions (`spec.record`) on the test bed: the administrator's
+//! claim in porthole's namespace, named by the Hypervisor and bound to a
 //! `hostPath` PersistentVolume, a viewer, and the recording read back from the
 //! host. VNC port: 5918.
 
@@ -13,8 +14,8 @@ use porthole_api::contract;
 use porthole_api::v1alpha1::{ConsoleSession, SessionPhase};
 use porthole_e2e::HYPERVISOR_HOST;
 use porthole_e2e::cluster::{
-    TestHypervisor, TestNamespace, client, event_note, kubectl, kubectl_output, unique_suffix,
-    wait_for_session,
+    PORTHOLE_NAMESPACE, TestHypervisor, TestNamespace, child_name, children_api, client,
+    event_note, kubectl, kubectl_output, unique_suffix, wait_for_session,
 };
 use porthole_e2e::rfb;
 use porthole_e2e::vm::Vm;
@@ -24,23 +25,30 @@ const PORT: u16 = 5918;
 const PROXY_ID: u32 = 65532;
 const WAIT: Duration = Duration::from_secs(90);
 
-/// A claim `name` in `namespace`, bound to a `hostPath` PersistentVolume on a
-/// directory of the test host that the proxy's group may write, as an
-/// administrator prepares one (kubelet applies no `fsGroup` to `hostPath`).
-/// Drop deletes the volume and, unless the test failed, the directory.
+/// A claim `name` in porthole's namespace, bound to a `hostPath`
+/// PersistentVolume on a directory of the test host that the proxy's group
+/// may write, as an administrator prepares one (kubelet applies no `fsGroup`
+/// to `hostPath`). Drop deletes the claim, the volume and, unless the test
+/// failed, the directory.
 struct HostClaim {
+    name: String,
     volume: String,
     dir: PathBuf,
 }
 
 impl HostClaim {
-    async fn create(namespace: &str, name: &str) -> Result<Self> {
+    async fn create(name: &str) -> Result<Self> {
+        let namespace = PORTHOLE_NAMESPACE;
         let volume = format!("recordings-{}", unique_suffix());
         let dir = std::env::temp_dir().join(format!("porthole-{volume}"));
         std::fs::create_dir_all(&dir)?;
         std::os::unix::fs::chown(&dir, None, Some(PROXY_ID))?;
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o2770))?;
-        let claim = HostClaim { volume, dir };
+        let claim = HostClaim {
+            name: name.to_string(),
+            volume,
+            dir,
+        };
         let manifest = format!(
             "apiVersion: v1\nkind: PersistentVolume\nmetadata: {{name: {volume}}}\n\
              spec:\n  capacity: {{storage: 1Gi}}\n  accessModes: [ReadWriteOnce]\n  \
@@ -74,16 +82,31 @@ impl HostClaim {
 
 impl Drop for HostClaim {
     fn drop(&mut self) {
-        let volume = self.volume.clone();
+        let (volume, claim) = (self.volume.clone(), self.name.clone());
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .ok()?;
-            rt.block_on(kubectl_output(
-                &["delete", "persistentvolume", &volume, "--wait=false"],
-                None,
-            ))
+            rt.block_on(async {
+                let _ = kubectl_output(
+                    &[
+                        "-n",
+                        PORTHOLE_NAMESPACE,
+                        "delete",
+                        "pvc",
+                        &claim,
+                        "--wait=false",
+                    ],
+                    None,
+                )
+                .await;
+                kubectl_output(
+                    &["delete", "persistentvolume", &volume, "--wait=false"],
+                    None,
+                )
+                .await
+            })
             .ok()
         })
         .join();
@@ -95,11 +118,23 @@ impl Drop for HostClaim {
     }
 }
 
-fn session(ns: &str, name: &str, hypervisor: &str, claim: &str, extra: &str) -> String {
+fn session(ns: &str, name: &str, hypervisor: &str, extra: &str) -> String {
     format!(
         "apiVersion: porthole.dev/v1alpha1\nkind: ConsoleSession\nmetadata: {{name: {name}, namespace: {ns}}}\n\
-         spec:\n  hypervisor: {hypervisor}\n  vm: {{port: {PORT}}}\n  record: {{claimName: {claim}}}\n{extra}"
+         spec:\n  hypervisor: {hypervisor}\n  vm: {{port: {PORT}}}\n  record: {{}}\n{extra}"
     )
+}
+
+/// A vnc Hypervisor whose sessions may be recorded into `claim`.
+async fn recording_hypervisor(prefix: &str, claim: &str) -> Result<TestHypervisor> {
+    TestHypervisor::create(
+        prefix,
+        &format!(
+            "vnc: {{host: {HYPERVISOR_HOST}, ports: {{first: 5910, last: 5930}}}}\n  \
+             recording: {{claimName: {claim}}}"
+        ),
+    )
+    .await
 }
 
 /// The recording's chunks in one direction (`{` from the VM, `}` from the
@@ -142,8 +177,8 @@ fn unescape(text: &str) -> Vec<u8> {
 async fn a_recorded_session_leaves_the_viewers_console_in_its_claim() -> Result<()> {
     let client = client().await?;
     let ns = TestNamespace::create(&client, "record").await?;
-    let hypervisor = TestHypervisor::vnc("record").await?;
-    let claim = HostClaim::create(&ns.name, "recordings").await?;
+    let claim = HostClaim::create(&format!("recordings-{}", unique_suffix())).await?;
+    let hypervisor = recording_hypervisor("record", &claim.name).await?;
     let _vm = Vm::start(HYPERVISOR_HOST, PORT).await?;
     let sessions: Api<ConsoleSession> = Api::namespaced(client.clone(), &ns.name);
 
@@ -153,7 +188,6 @@ async fn a_recorded_session_leaves_the_viewers_console_in_its_claim() -> Result<
             &ns.name,
             "taped",
             &hypervisor.name,
-            "recordings",
             "  runOnce: true\n",
         )),
     )
@@ -179,7 +213,9 @@ async fn a_recorded_session_leaves_the_viewers_console_in_its_claim() -> Result<
     )
     .await?;
 
-    let base = claim.dir.join(contract::recording_base("taped", &uid));
+    let base = claim
+        .dir
+        .join(contract::recording_base(&ns.name, "taped", &uid));
     let file = PathBuf::from(format!("{}.1", base.display()));
     let recording = std::fs::read_to_string(&file)
         .with_context(|| format!("reading the recording {}", file.display()))?;
@@ -221,13 +257,55 @@ async fn a_recorded_session_leaves_the_viewers_console_in_its_claim() -> Result<
         !PathBuf::from(format!("{}.2", base.display())).exists(),
         "one viewer, one recording"
     );
-    // Written by the non-root proxy, into a directory only it may read.
+    // Written by the non-root proxy, into a directory only it may read, as
+    // a file no one else may write.
     let dir = std::fs::metadata(file.parent().context("its directory")?)?;
     ensure!(
         dir.uid() == PROXY_ID && dir.mode() & 0o007 == 0,
         "the recording directory is the proxy's and private: uid {}, mode {:o}",
         dir.uid(),
         dir.mode()
+    );
+    let written = std::fs::metadata(&file)?;
+    ensure!(
+        written.mode() & 0o137 == 0,
+        "the recording is mode 0640 or tighter: {:o}",
+        written.mode()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_symlink_planted_in_the_recording_claim_is_not_followed() -> Result<()> {
+    let client = client().await?;
+    let ns = TestNamespace::create(&client, "symlink").await?;
+    let claim = HostClaim::create(&format!("recordings-{}", unique_suffix())).await?;
+    let hypervisor = recording_hypervisor("symlink", &claim.name).await?;
+    // Another session's compromised proxy, writing to the shared claim, points
+    // this namespace's directory somewhere else.
+    let elsewhere = std::env::temp_dir().join(format!("porthole-elsewhere-{}", unique_suffix()));
+    std::fs::create_dir_all(&elsewhere)?;
+    std::os::unix::fs::chown(&elsewhere, None, Some(PROXY_ID))?;
+    std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o2770))?;
+    std::os::unix::fs::symlink(&elsewhere, claim.dir.join(&ns.name))?;
+
+    kubectl(
+        &["apply", "-f", "-"],
+        Some(&session(&ns.name, "planted", &hypervisor.name, "")),
+    )
+    .await?;
+    wait_for_session(
+        &ns.name,
+        "planted",
+        "jsonpath={.status.reason}=RecordingFailed",
+        WAIT,
+    )
+    .await?;
+    let leaked: Vec<_> = std::fs::read_dir(&elsewhere)?.collect();
+    let _ = std::fs::remove_dir_all(&elsewhere);
+    ensure!(
+        leaked.is_empty(),
+        "the proxy followed the symlink and wrote {leaked:?}"
     );
     Ok(())
 }
@@ -236,31 +314,27 @@ async fn a_recorded_session_leaves_the_viewers_console_in_its_claim() -> Result<
 async fn a_session_naming_a_missing_claim_waits_for_it_without_a_pod() -> Result<()> {
     let client = client().await?;
     let ns = TestNamespace::create(&client, "noclaim").await?;
-    let hypervisor = TestHypervisor::vnc("noclaim").await?;
+    let later = format!("later-{}", unique_suffix());
+    let hypervisor = recording_hypervisor("noclaim", &later).await?;
     let sessions: Api<ConsoleSession> = Api::namespaced(client.clone(), &ns.name);
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    let pods: Api<Pod> = children_api(&client);
 
-    // The apiserver refuses a claim name that cannot be one, in words.
-    let bad = kubectl_output(
-        &["apply", "-f", "-"],
-        Some(&session(
-            &ns.name,
-            "bad",
-            &hypervisor.name,
-            "Recordings_1",
-            "",
-        )),
-    )
-    .await?;
+    // The apiserver refuses a session naming a claim of its own, in words.
+    let own = format!(
+        "apiVersion: porthole.dev/v1alpha1\nkind: ConsoleSession\nmetadata: {{name: own, namespace: {}}}\n\
+         spec:\n  hypervisor: {}\n  vm: {{port: {PORT}}}\n  record: {{claimName: mine}}\n",
+        ns.name, hypervisor.name
+    );
+    let bad = kubectl_output(&["apply", "-f", "-"], Some(&own)).await?;
     let stderr = String::from_utf8_lossy(&bad.stderr);
     ensure!(
-        !bad.status.success() && stderr.contains("must be the name of a PersistentVolumeClaim"),
+        !bad.status.success() && stderr.contains("spec.record.claimName is no longer supported"),
         "{stderr}"
     );
 
     kubectl(
         &["apply", "-f", "-"],
-        Some(&session(&ns.name, "waiting", &hypervisor.name, "later", "")),
+        Some(&session(&ns.name, "waiting", &hypervisor.name, "")),
     )
     .await?;
     wait_for_session(
@@ -274,14 +348,15 @@ async fn a_session_naming_a_missing_claim_waits_for_it_without_a_pod() -> Result
     ensure!(status.phase == Some(SessionPhase::Pending), "{status:?}");
     let message = status.message.unwrap_or_default();
     ensure!(
-        message.contains("PersistentVolumeClaim \"later\" does not exist")
-            && message.contains(&ns.name),
+        message.contains(&format!("claim \"{later}\" does not exist"))
+            && message.contains(PORTHOLE_NAMESPACE),
         "{message}"
     );
     let note = event_note(&client, &ns.name, "waiting", "RecordingClaimNotFound", WAIT).await?;
-    ensure!(note.contains("\"later\""), "{note}");
+    ensure!(note.contains(&format!("\"{later}\"")), "{note}");
+    let child = child_name(&client, &ns.name, "waiting").await?;
     ensure!(
-        pods.get_opt("console-waiting").await?.is_none(),
+        pods.get_opt(&child).await?.is_none(),
         "no pod is started for a claim that does not exist"
     );
 
@@ -307,9 +382,9 @@ async fn a_session_naming_a_missing_claim_waits_for_it_without_a_pod() -> Result
         "{stderr}"
     );
 
-    // Once the claim exists, the session starts.
-    let _claim = HostClaim::create(&ns.name, "later").await?;
+    // Once the administrator creates the claim, the session starts.
+    let _claim = HostClaim::create(&later).await?;
     wait_for_session(&ns.name, "waiting", "condition=Ready", WAIT).await?;
-    ensure!(pods.get_opt("console-waiting").await?.is_some());
+    ensure!(pods.get_opt(&child).await?.is_some());
     Ok(())
 }

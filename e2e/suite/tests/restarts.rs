@@ -28,7 +28,8 @@ mod disruptive {
     use porthole_api::v1alpha1::{ConsoleSession, SessionPhase};
     use porthole_e2e::cluster::faults::orphans_after;
     use porthole_e2e::cluster::{
-        TestHypervisor, TestNamespace, client, eventually, kill_operator, record_figures,
+        TestHypervisor, TestNamespace, children_api, client, eventually, kill_operator,
+        record_figures,
     };
     use rand::rngs::StdRng;
     use rand::{Rng as _, SeedableRng as _};
@@ -124,10 +125,11 @@ mod disruptive {
     async fn stages(
         sessions: &Api<ConsoleSession>,
         pods: &Api<Pod>,
+        selector: &str,
         at_secs: f64,
     ) -> Result<Stages> {
         let with_pod: BTreeSet<String> = pods
-            .list(&ListParams::default().labels(labels::SESSION))
+            .list(&ListParams::default().labels(selector))
             .await?
             .into_iter()
             .filter_map(|p| p.metadata.labels?.remove(labels::SESSION))
@@ -201,20 +203,19 @@ mod disruptive {
         let ns = TestNamespace::create(&client, "restarts").await?;
         let hv = TestHypervisor::vnc("restarts").await?;
         let sessions: Api<ConsoleSession> = Api::namespaced(client.clone(), &ns.name);
-        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+        // The proxy pods of this namespace's sessions, in porthole's namespace.
+        let pods: Api<Pod> = children_api(&client);
+        let selector = format!("{}={}", labels::SESSION_NAMESPACE, ns.name);
 
         let seen = PodsSeen::default();
         let recorder = seen.clone();
         let watch = tokio::spawn(
-            watcher(
-                pods.clone(),
-                watcher::Config::default().labels(labels::SESSION),
-            )
-            .applied_objects()
-            .try_for_each(move |pod| {
-                recorder.record(&pod);
-                async { Ok(()) }
-            }),
+            watcher(pods.clone(), watcher::Config::default().labels(&selector))
+                .applied_objects()
+                .try_for_each(move |pod| {
+                    recorder.record(&pod);
+                    async { Ok(()) }
+                }),
         );
 
         let started = Instant::now();
@@ -228,7 +229,8 @@ mod disruptive {
         for at in schedule {
             // Sleeping is the point here: the fault comes at a random moment.
             tokio::time::sleep_until(started + at).await;
-            let stage = stages(&sessions, &pods, started.elapsed().as_secs_f64()).await?;
+            let stage =
+                stages(&sessions, &pods, &selector, started.elapsed().as_secs_f64()).await?;
             let pods_killed = kill_operator().await?;
             eprintln!("killed {pods_killed} operator pod(s) at {stage:?}");
             killed += pods_killed;

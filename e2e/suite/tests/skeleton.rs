@@ -1,6 +1,6 @@
 //! The walking skeleton, end to end on the test bed: `kubectl apply` of a
 //! Hypervisor and a ConsoleSession, the operator's proxy pod relaying a real QEMU
-//! VM's console, and the real garbage collector cleaning up.
+//! VM's console, and the session's finalizer cleaning up.
 
 use std::time::Duration;
 
@@ -12,8 +12,8 @@ use kube::Api;
 use porthole_api::v1alpha1::ConsoleSession;
 use porthole_e2e::HYPERVISOR_HOST;
 use porthole_e2e::cluster::{
-    TestNamespace, client, eventually, kubectl, unique_suffix, wait_for_session,
-    wait_until_children_gone,
+    TestNamespace, child_name, children_api, client, eventually, kubectl, unique_suffix,
+    wait_for_session, wait_until_children_gone,
 };
 use porthole_e2e::rfb::{self, ConsoleUrl, Refused};
 use porthole_e2e::vm::Vm;
@@ -104,15 +104,16 @@ async fn console_session_opens_a_real_vm_and_is_cleaned_up_by_the_garbage_collec
     );
     console.close().await;
 
-    // Deleting the session removes its Pod, Service and Secret through the garbage collector.
-    let child = format!("console-{}", "web");
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
-    let services: Api<Service> = Api::namespaced(client.clone(), &ns.name);
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    // The session's Pod, Service and Secret live in porthole's namespace,
+    // and deleting the session removes them (its finalizer).
+    let child = child_name(&client, &ns.name, "web").await?;
+    let pods: Api<Pod> = children_api(&client);
+    let services: Api<Service> = children_api(&client);
+    let secrets: Api<Secret> = children_api(&client);
     assert!(pods.get_opt(&child).await?.is_some() && services.get_opt(&child).await?.is_some());
     assert!(secrets.get_opt(&child).await?.is_some());
     // The proxy may reach its VM's console port and nothing else.
-    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &ns.name);
+    let policies: Api<NetworkPolicy> = children_api(&client);
     let egress = policies
         .get(&child)
         .await?
@@ -140,7 +141,7 @@ async fn console_session_opens_a_real_vm_and_is_cleaned_up_by_the_garbage_collec
         None,
     )
     .await?;
-    wait_until_children_gone(&client, &ns.name, &child, Duration::from_secs(90)).await?;
+    wait_until_children_gone(&client, &child, Duration::from_secs(90)).await?;
     kubectl(&["delete", "hypervisor", &hypervisor], None).await?;
     drop(vm);
     Ok(())

@@ -16,8 +16,8 @@ mod disruptive {
     use porthole_api::v1alpha1::{ConsoleSession, SessionPhase};
     use porthole_e2e::HYPERVISOR_HOST;
     use porthole_e2e::cluster::{
-        TestHypervisor, TestNamespace, client, helm_path, kubeconfig_path, kubectl, ready_status,
-        wait_for_session,
+        TestHypervisor, TestNamespace, child_name, children_api, client, helm_path,
+        kubeconfig_path, kubectl, ready_status, wait_for_session,
     };
     use porthole_e2e::rfb::{self, ConsoleUrl};
     use porthole_e2e::vm::Vm;
@@ -89,8 +89,9 @@ mod disruptive {
         viewer.wait_for_nonzero_frame(&init, WAIT).await?;
         wait_for_session(&ns.name, "kept", "jsonpath={.status.phase}=Connected", WAIT).await?;
 
-        let session_pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
-        let proxy_uid = session_pods.get("console-kept").await?.metadata.uid;
+        let session_pods: Api<Pod> = children_api(&client);
+        let kept = child_name(&client, &ns.name, "kept").await?;
+        let proxy_uid = session_pods.get(&kept).await?.metadata.uid;
         let operator: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
         let before = operator_pods(&operator).await?;
         ensure!(!before.is_empty(), "no operator pod before the upgrade");
@@ -108,7 +109,7 @@ mod disruptive {
             .wait_for_nonzero_frame(&init, WAIT)
             .await
             .context("the viewer lost its console during the upgrade")?;
-        let proxy = session_pods.get("console-kept").await?;
+        let proxy = session_pods.get(&kept).await?;
         ensure!(
             proxy.metadata.uid == proxy_uid,
             "the upgrade replaced the session's proxy pod"
