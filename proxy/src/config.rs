@@ -122,9 +122,13 @@ fn node(text: &str) -> Result<String, String> {
 /// `porthole-proxy session`: serve one console session in a proxy pod.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SessionArgs {
-    /// Address to serve HTTP and WebSocket on.
+    /// Address to serve the console page and WebSocket on.
     #[arg(long, env = env::LISTEN, default_value_t = SocketAddr::from(([0, 0, 0, 0], contract::PROXY_PORT)))]
     pub listen: SocketAddr,
+    /// Address to serve /healthz, /readyz, /metrics and the viewer report on,
+    /// apart from the console.
+    #[arg(long, env = env::INTERNAL_LISTEN, default_value_t = SocketAddr::from(([0, 0, 0, 0], contract::INTERNAL_PORT)))]
+    pub internal_listen: SocketAddr,
     /// HOST:PORT of the VNC server (plain VNC hypervisors). Set this or --pve-url.
     #[arg(long, env = env::UPSTREAM)]
     pub upstream: Option<String>,
@@ -175,9 +179,21 @@ pub struct SessionArgs {
     /// Ingress or load balancer keeps an idle console open; 0s: never.
     #[arg(long, default_value = "20s", value_parser = duration)]
     pub ping_interval: Duration,
-    /// Open connections (HTTP and WebSocket) at most; more wait to be accepted.
+    /// Console WebSockets open at once at most (only the right token opens
+    /// one); more get 503.
     #[arg(long, default_value_t = 32)]
     pub max_connections: usize,
+    /// Console HTTP connections not upgraded to a WebSocket, at most; a
+    /// newcomer past it closes the oldest idle one.
+    #[arg(long, default_value_t = 256)]
+    pub max_pending: usize,
+    /// ... of them from one address (an IPv6 /64).
+    #[arg(long, default_value_t = 128)]
+    pub max_pending_per_source: usize,
+    /// A console HTTP connection must send each complete request head within
+    /// this long of opening or of its previous response.
+    #[arg(long, default_value = "5s", value_parser = duration)]
+    pub request_timeout: Duration,
     /// Largest WebSocket message (and frame) accepted from a browser, in bytes.
     #[arg(long, default_value_t = 1 << 20)]
     pub max_message_size: usize,
@@ -207,6 +223,15 @@ pub struct SessionArgs {
 }
 
 impl SessionArgs {
+    pub fn console_limits(&self) -> crate::server::Limits {
+        crate::server::Limits {
+            max_pending: self.max_pending,
+            max_pending_per_source: self.max_pending_per_source,
+            max_upgraded: self.max_connections,
+            request_timeout: self.request_timeout,
+        }
+    }
+
     pub fn limits(&self) -> Limits {
         Limits {
             expires_at: self.expires_at,

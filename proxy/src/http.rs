@@ -117,9 +117,15 @@ pub async fn websocket(
     Ok(WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await)
 }
 
+/// The most a request head may take in the read buffer. Browsers' heads,
+/// cookies included, stay well below; larger ones get 431. It bounds what
+/// a connection that never finishes its head costs.
+pub const MAX_HEAD: usize = 64 * 1024;
+
 /// Serves HTTP/1.1 on one connection, upgrades included. A client gets
-/// `header_timeout` to send each request head, so idle sockets cannot pin a
-/// connection slot.
+/// `header_timeout` to send each request head (see
+/// [`Conn::serve_http`](crate::server::Conn::serve_http) for the clock that
+/// also covers idle keep-alive).
 pub async fn serve<I, S>(io: I, service: S, header_timeout: Duration) -> Result<(), hyper::Error>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -130,6 +136,7 @@ where
     hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
+        .max_buf_size(MAX_HEAD)
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades()
         .await

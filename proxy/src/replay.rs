@@ -17,7 +17,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::upgrade::OnUpgrade;
 use porthole_api::contract::BINARY_SUBPROTOCOL;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -29,10 +29,15 @@ use crate::auth::Offered;
 use crate::http::{self as web, Body, close_frame};
 use crate::metrics::Direction;
 use crate::recording::{self, Frame};
-use crate::server;
+use crate::server::{self, Conn};
 
-const MAX_CONNECTIONS: usize = 16;
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// A replay is for a few people at a workstation.
+const LIMITS: server::Limits = server::Limits {
+    max_pending: 16,
+    max_pending_per_source: 16,
+    max_upgraded: 16,
+    request_timeout: Duration::from_secs(10),
+};
 
 /// `porthole-proxy replay`: serve a recording to WebSocket viewers.
 #[derive(Debug, Clone, clap::Args)]
@@ -71,16 +76,25 @@ pub async fn run(args: ReplayArgs, shutdown: impl Future<Output = ()>) -> Result
     tracing::info!(file = %args.file.display(), frames = frames.len(), listen = %args.listen, "replaying");
     let stop = CancellationToken::new();
     let tasks = TaskTracker::new();
-    let accept = server::accept_loop(&listener, MAX_CONNECTIONS, &stop, |stream, peer, permit| {
-        let (frames, stop) = (frames.clone(), stop.clone());
-        tasks.spawn(
+    let accept = server::run(
+        listener,
+        LIMITS,
+        server::Stop::both(&stop),
+        tasks.clone(),
+        |stream, conn| {
+            let (frames, stop, viewers) = (frames.clone(), stop.clone(), tasks.clone());
             async move {
-                let _permit = permit;
-                connection(stream, frames, stop).await;
+                let service = {
+                    let conn = conn.clone();
+                    service_fn(move |req| {
+                        let response = upgrade(req, &conn, &frames, &viewers, &stop);
+                        async move { Ok::<_, Infallible>(response) }
+                    })
+                };
+                conn.serve_http(stream, service).await;
             }
-            .instrument(tracing::info_span!("viewer", %peer)),
-        );
-    });
+        },
+    );
     tokio::select! {
         () = accept => {}
         () = shutdown => stop.cancel(),
@@ -90,26 +104,9 @@ pub async fn run(args: ReplayArgs, shutdown: impl Future<Output = ()>) -> Result
     Ok(())
 }
 
-async fn connection(stream: TcpStream, frames: Arc<[Frame]>, stop: CancellationToken) {
-    let viewers = TaskTracker::new();
-    let service = service_fn(|req| {
-        let response = upgrade(req, &frames, &viewers, &stop);
-        async move { Ok::<_, Infallible>(response) }
-    });
-    tokio::select! {
-        served = web::serve(stream, service, HEADER_TIMEOUT) => {
-            if let Err(e) = served {
-                tracing::debug!(error = %e, "HTTP connection failed");
-            }
-        }
-        () = stop.cancelled() => {}
-    }
-    viewers.close();
-    viewers.wait().await;
-}
-
 fn upgrade(
     mut req: Request<Incoming>,
+    conn: &Conn,
     frames: &Arc<[Frame]>,
     viewers: &TaskTracker,
     stop: &CancellationToken,
@@ -120,13 +117,22 @@ fn upgrade(
     let protocol = Offered::from_headers(req.headers())
         .binary
         .then_some(BINARY_SUBPROTOCOL);
-    match web::accept(&mut req, protocol) {
-        Ok((response, on_upgrade)) => {
-            viewers.spawn(play(on_upgrade, frames.clone(), stop.clone()));
-            response
+    let (response, on_upgrade) = match web::accept(&mut req, protocol) {
+        Ok(accepted) => accepted,
+        Err(response) => return response,
+    };
+    let Ok(slot) = conn.upgrade() else {
+        return web::text(StatusCode::SERVICE_UNAVAILABLE, "too many viewers\n");
+    };
+    let play = play(on_upgrade, frames.clone(), stop.clone());
+    viewers.spawn(
+        async move {
+            let _slot = slot;
+            play.await;
         }
-        Err(response) => response,
-    }
+        .instrument(tracing::info_span!("viewer", peer = %conn.peer())),
+    );
+    response
 }
 
 /// Sends each frame at its time, reading (and dropping) what the viewer says.

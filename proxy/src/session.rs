@@ -1,7 +1,9 @@
 //! Pod mode: one console session per process.
 //!
-//! The process *is* the session. It serves the page, health, metrics and the
-//! WebSocket on one port; it ends on SIGTERM (`completed`), when the VNC server
+//! The process *is* the session. It serves the page, its assets and the
+//! WebSocket on the console port, and `/healthz`, `/readyz`, `/metrics` and
+//! the viewer report on an internal port of their own, so that nothing sent
+//! to the console port can starve the kubelet's probes. It ends on SIGTERM (`completed`), when the VNC server
 //! fails or closes the console, or when one of its timeouts runs out, and it
 //! leaves the [`EndReason`] in the termination message for the operator.
 
@@ -22,7 +24,6 @@ use porthole_api::contract::{
     BINARY_SUBPROTOCOL, EndReason, UpstreamFailure, VIEWERS_LONG_POLL, VIEWERS_PATH, WEBSOCKET_PATH,
 };
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -39,8 +40,9 @@ use crate::metrics::{self, AuthFailure, Direction, Metrics, ReasonLabels};
 use crate::recording::{self, Recorder};
 use crate::relay::{self, End, Observer};
 use crate::rfb::client_messages::{self, Input, Parser};
+use crate::server::{self, Conn, Upgraded};
 use crate::viewers::{self, ViewerLog};
-use crate::{assets, console, liveness, page, pve, server, termination};
+use crate::{assets, console, liveness, page, pve, termination};
 
 /// How long connections get to finish once the session ends (the pod's grace
 /// period is longer).
@@ -80,17 +82,29 @@ pub async fn run(
         termination::write(&config.args.termination_message_path, &reason);
         return Ok(reason);
     }
-    let listener = TcpListener::bind(config.args.listen)
-        .await
-        .map_err(|source| Error::Bind {
-            addr: config.args.listen,
-            source,
-        })?;
+    let console = bind(config.args.listen).await?;
+    let internal = bind(config.args.internal_listen).await?;
     let session = Session::new(config);
-    let reason = session.serve(listener, shutdown).await;
+    let reason = session.serve(console, internal, shutdown).await;
     termination::write(&session.config.args.termination_message_path, &reason);
     Ok(reason)
 }
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { addr, source })
+}
+
+/// The internal port's callers: the kubelet, the operator, a metrics scraper.
+/// It is in no Service and its NetworkPolicy admits only the operator, but
+/// it has caps and timeouts of its own all the same.
+const INTERNAL_LIMITS: server::Limits = server::Limits {
+    max_pending: 16,
+    max_pending_per_source: 8,
+    max_upgraded: 0,
+    request_timeout: Duration::from_secs(5),
+};
 
 /// The session's shared state.
 #[derive(Debug)]
@@ -178,25 +192,31 @@ impl Session {
 
     async fn serve(
         self: &Arc<Self>,
-        listener: TcpListener,
+        console: TcpListener,
+        internal: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> EndReason {
         let args = &self.config.args;
         let span = tracing::info_span!("session", namespace = %args.namespace, name = %args.name);
-        tracing::info!(parent: &span, listen = %args.listen, upstream = %self.config.upstream, "serving console");
-        let accept = {
-            let session = self.clone();
-            async move {
-                server::accept_loop(
-                    &listener,
-                    session.config.args.max_connections,
-                    &session.stop,
-                    |stream, peer, permit| session.connection(stream, peer, permit),
-                )
-                .await;
-            }
-        };
-        self.tasks.spawn(accept.instrument(span.clone()));
+        tracing::info!(parent: &span, listen = %args.listen, internal = %args.internal_listen, upstream = %self.config.upstream, "serving console");
+        let session = self.clone();
+        let console = server::run(
+            console,
+            args.console_limits(),
+            server::Stop::both(&self.stop),
+            self.tasks.clone(),
+            move |stream, conn| session.clone().console(stream, conn),
+        );
+        self.tasks.spawn(console.instrument(span.clone()));
+        let session = self.clone();
+        let internal = server::run(
+            internal,
+            INTERNAL_LIMITS,
+            server::Stop::both(&self.stop),
+            self.tasks.clone(),
+            move |stream, conn| session.clone().internal(stream, conn),
+        );
+        self.tasks.spawn(internal.instrument(span.clone()));
         self.tasks
             .spawn(self.clone().watchdog().instrument(span.clone()));
 
@@ -246,58 +266,30 @@ impl Session {
         }
     }
 
-    fn connection(
-        self: &Arc<Self>,
-        stream: TcpStream,
-        peer: SocketAddr,
-        permit: OwnedSemaphorePermit,
-    ) {
-        // The slot must outlive an upgrade, which leaves hyper's connection.
-        let permit = Arc::new(permit);
-        let session = self.clone();
-        let service = service_fn(move |req| {
-            let session = session.clone();
-            let permit = permit.clone();
-            async move {
-                let response = if req.uri().path() == VIEWERS_PATH {
-                    session.viewer_report(&req, peer).await
-                } else {
-                    session.route(req, peer, &permit)
-                };
-                Ok::<_, Infallible>(response)
-            }
-        });
-        let stop = self.stop.clone();
-        let timeout = self.config.args.handshake_timeout;
-        self.tasks.spawn(
-            async move {
-                tokio::select! {
-                    served = web::serve(stream, service, timeout) => {
-                        if let Err(e) = served {
-                            tracing::debug!(error = %e, "HTTP connection failed");
-                        }
-                    }
-                    () = stop.cancelled() => {}
-                }
-            }
-            .instrument(tracing::debug_span!("http", %peer)),
-        );
+    /// The console port: the page, its assets and the WebSocket.
+    async fn console(self: Arc<Self>, stream: TcpStream, conn: Conn) {
+        let service = {
+            let (session, conn) = (self.clone(), conn.clone());
+            service_fn(move |req| {
+                let response = session.route(req, &conn);
+                async move { Ok::<_, Infallible>(response) }
+            })
+        };
+        conn.serve_http(stream, service).await;
     }
 
-    fn route(
-        self: &Arc<Self>,
-        req: Request<Incoming>,
-        peer: SocketAddr,
-        permit: &Arc<OwnedSemaphorePermit>,
-    ) -> Response<Body> {
-        let path = req.uri().path();
-        // The page and socket may sit under a prefix an ingress adds.
-        let is_socket = path
-            .strip_suffix(WEBSOCKET_PATH)
-            .is_some_and(|p| p.ends_with('/'));
-        let is_page = path.ends_with('/') || path.ends_with("/vnc.html");
-        match (req.method(), path) {
-            (_, _) if is_socket => self.open_console(req, peer, permit.clone()),
+    /// The internal port: health, metrics and the viewer report.
+    async fn internal(self: Arc<Self>, stream: TcpStream, conn: Conn) {
+        let peer = conn.peer();
+        let service = service_fn(move |req| {
+            let session = self.clone();
+            async move { Ok::<_, Infallible>(session.internal_route(req, peer).await) }
+        });
+        conn.serve_http(stream, service).await;
+    }
+
+    async fn internal_route(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        match (req.method(), req.uri().path()) {
             (&Method::GET, "/healthz") => web::text(StatusCode::OK, "ok\n"),
             (&Method::GET, "/readyz") if self.stop.is_cancelled() => {
                 web::text(StatusCode::SERVICE_UNAVAILABLE, "ending\n")
@@ -306,6 +298,23 @@ impl Session {
             (&Method::GET, "/metrics") => {
                 web::respond(StatusCode::OK, metrics::CONTENT_TYPE, self.metrics.encode())
             }
+            (&Method::GET, VIEWERS_PATH) => self.viewer_report(&req, peer).await,
+            (_, "/healthz" | "/readyz" | "/metrics" | VIEWERS_PATH) => {
+                web::text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+            }
+            _ => web::text(StatusCode::NOT_FOUND, "not found\n"),
+        }
+    }
+
+    fn route(self: &Arc<Self>, req: Request<Incoming>, conn: &Conn) -> Response<Body> {
+        let path = req.uri().path();
+        // The page and socket may sit under a prefix an ingress adds.
+        let is_socket = path
+            .strip_suffix(WEBSOCKET_PATH)
+            .is_some_and(|p| p.ends_with('/'));
+        let is_page = path.ends_with('/') || path.ends_with("/vnc.html");
+        match (req.method(), path) {
+            (_, _) if is_socket => self.open_console(req, conn),
             (&Method::GET | &Method::HEAD, _) if is_page => {
                 let mut response = web::respond(
                     StatusCode::OK,
@@ -357,12 +366,8 @@ impl Session {
 
     /// Checks the token before anything else happens: a refused request never
     /// reaches the VNC server.
-    fn open_console(
-        self: &Arc<Self>,
-        mut req: Request<Incoming>,
-        peer: SocketAddr,
-        permit: Arc<OwnedSemaphorePermit>,
-    ) -> Response<Body> {
+    fn open_console(self: &Arc<Self>, mut req: Request<Incoming>, conn: &Conn) -> Response<Body> {
+        let peer = conn.peer();
         if !web::is_websocket(&req) {
             return web::text(StatusCode::BAD_REQUEST, "expected a WebSocket upgrade\n");
         }
@@ -387,17 +392,21 @@ impl Session {
             Ok(accepted) => accepted,
             Err(response) => return response,
         };
+        let Ok(slot) = conn.upgrade() else {
+            tracing::warn!(%peer, "refused a viewer: every WebSocket slot is taken");
+            return web::text(StatusCode::SERVICE_UNAVAILABLE, "too many connections\n");
+        };
         // Refused viewers still get the WebSocket, so the page can show why
         // in the close reason: a browser hides a failed upgrade's status.
         let span = tracing::info_span!("viewer", %peer);
         match self.admission.admit() {
             Ok(ticket) => {
-                let viewer = self.clone().viewer(on_upgrade, peer, permit, ticket);
+                let viewer = self.clone().viewer(on_upgrade, peer, slot, ticket);
                 self.tasks.spawn(viewer.instrument(span));
             }
             Err(refused) => {
                 tracing::info!(parent: &span, reason = %refused, "refused a viewer");
-                let refuse = self.clone().refuse(on_upgrade, refused);
+                let refuse = self.clone().refuse(on_upgrade, refused, slot);
                 self.tasks.spawn(refuse.instrument(span));
             }
         }
@@ -419,7 +428,7 @@ impl Session {
         }
     }
 
-    async fn refuse(self: Arc<Self>, on_upgrade: OnUpgrade, refused: Refused) {
+    async fn refuse(self: Arc<Self>, on_upgrade: OnUpgrade, refused: Refused, _slot: Upgraded) {
         self.count_ended(refused.label());
         let config = web::websocket_config(self.config.args.max_message_size);
         if let Ok(mut ws) = web::websocket(on_upgrade, config).await {
@@ -442,7 +451,7 @@ impl Session {
         self: Arc<Self>,
         on_upgrade: OnUpgrade,
         peer: SocketAddr,
-        _permit: Arc<OwnedSemaphorePermit>,
+        _slot: Upgraded,
         mut ticket: Ticket,
     ) {
         let had_its_turn = self.watch(on_upgrade, peer, &mut ticket).await;

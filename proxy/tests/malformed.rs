@@ -307,8 +307,8 @@ async fn garbage_http(under: &Under) {
 }
 
 async fn slow_handshakes(under: &Under) {
-    // As many slow clients as there are connection slots: half send nothing,
-    // half trickle a request head a byte at a time.
+    // As many slow clients as --max-connections: half send nothing, half
+    // trickle a request head a byte at a time.
     let mut slow = Vec::new();
     for i in 0..MAX_CONNECTIONS {
         let mut stream = TcpStream::connect(under.addr).await.unwrap();
@@ -332,7 +332,7 @@ async fn slow_handshakes(under: &Under) {
             }
         }
     };
-    // A normal viewer waits for a slot, which the timeout frees.
+    // A normal viewer gets in meanwhile: slow clients cannot hold it out.
     let viewer = under.serves_a_viewer();
     tokio::join!(trickle, viewer);
     for (i, stream) in slow.iter_mut().enumerate() {
@@ -340,7 +340,7 @@ async fn slow_handshakes(under: &Under) {
         let read = tokio::time::timeout(support::DEADLINE, stream.read_to_end(&mut rest)).await;
         assert!(read.is_ok(), "slow client {i} was never cut off");
     }
-    // Cut off after the handshake timeout, not at the end of the test.
+    // Cut off after the request timeout, not at the end of the test.
     assert!(
         opened.elapsed() < HANDSHAKE * 20,
         "slow clients held on for {:?}",

@@ -251,8 +251,27 @@ async fn health_and_page_are_served() {
         ..options(upstream.addr.to_string())
     })
     .await;
-    assert_eq!(http_get(proxy.addr, "/healthz").await.unwrap().0, 200);
-    assert_eq!(http_get(proxy.addr, "/readyz").await.unwrap().0, 200);
+    assert_eq!(http_get(proxy.internal, "/healthz").await.unwrap().0, 200);
+    assert_eq!(http_get(proxy.internal, "/readyz").await.unwrap().0, 200);
+    let metrics = http_request(proxy.internal, "/metrics").await.unwrap();
+    assert_eq!(metrics.status, 200);
+    assert!(metrics.body.contains("porthole_proxy_viewers"));
+    // The console port serves the console only, and the internal port
+    // nothing of it.
+    for path in ["/healthz", "/readyz", "/metrics", VIEWERS_PATH] {
+        let auth = format!("Bearer {TOKEN}");
+        let response = http_request_with(proxy.addr, path, &[("Authorization", &auth)])
+            .await
+            .unwrap();
+        assert_eq!(response.status, 404, "{path} on the console port");
+    }
+    for path in ["/", "/vnc.html", "/websockify", "/nope"] {
+        assert_eq!(
+            http_get(proxy.internal, path).await.unwrap().0,
+            404,
+            "{path}"
+        );
+    }
     for path in ["/", "/vnc.html"] {
         let (status, body) = http_get(proxy.addr, path).await.unwrap();
         assert_eq!(status, 200);
@@ -369,7 +388,7 @@ async fn the_vnc_server_going_away_ends_the_session_as_upstream_closed() {
 async fn viewer_report(proxy: &Proxy, query: &str) -> ViewerReport {
     let auth = format!("Bearer {TOKEN}");
     let path = format!("{VIEWERS_PATH}{query}");
-    let response = http_request_with(proxy.addr, &path, &[("Authorization", &auth)])
+    let response = http_request_with(proxy.internal, &path, &[("Authorization", &auth)])
         .await
         .unwrap();
     assert_eq!(response.status, 200, "{}", response.body);
@@ -384,7 +403,7 @@ async fn the_viewer_report_follows_viewers_for_the_token_holder_only() {
     let proxy = Proxy::start(options(qemu.vnc.to_string())).await;
     for auth in [None, Some("Bearer wrong"), Some(TOKEN)] {
         let headers: Vec<(&str, &str)> = auth.map(|a| ("Authorization", a)).into_iter().collect();
-        let response = http_request_with(proxy.addr, VIEWERS_PATH, &headers)
+        let response = http_request_with(proxy.internal, VIEWERS_PATH, &headers)
             .await
             .unwrap();
         assert_eq!(response.status, 401, "{auth:?}: {}", response.body);
@@ -396,7 +415,7 @@ async fn the_viewer_report_follows_viewers_for_the_token_holder_only() {
     // A long poll from the current generation answers when the viewer comes.
     let poll = {
         let path = format!("?after={}", before.generation);
-        let proxy_addr = proxy.addr;
+        let proxy_addr = proxy.internal;
         tokio::spawn(async move {
             let auth = format!("Bearer {TOKEN}");
             http_request_with(

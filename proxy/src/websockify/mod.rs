@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
+use http::header::ORIGIN;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -29,7 +30,6 @@ use hyper::upgrade::OnUpgrade;
 use porthole_api::contract::{BINARY_SUBPROTOCOL, TOKEN_SUBPROTOCOL_PREFIX};
 use rustls::ClientConfig;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -43,7 +43,8 @@ use crate::http::{self as web, Body, close_frame};
 use crate::metrics::Direction;
 use crate::recording::Recorder;
 use crate::relay::{self, Observer};
-use crate::{server, tls};
+use crate::server::{self, Conn, Upgraded};
+use crate::tls;
 
 /// How long open connections get once the proxy stops.
 const DRAIN: Duration = Duration::from_secs(3);
@@ -79,8 +80,8 @@ pub enum Error {
     MissingTarget,
     #[error(transparent)]
     Address(#[from] target::Error),
-    #[error("--ssl-only needs a certificate, and {0} does not exist")]
-    MissingCertificate(PathBuf),
+    #[error("{flag} needs a certificate, and {path} does not exist")]
+    MissingCertificate { flag: &'static str, path: PathBuf },
     #[error("--verify-client needs --cafile")]
     MissingCaFile,
     #[error("only the TokenFile token plugin is supported, not {0:?}")]
@@ -182,9 +183,17 @@ pub struct WebsockifyArgs {
     /// `ignore` it, or `respawn` it.
     #[arg(long, value_enum, default_value_t = WrapMode::Exit)]
     pub wrap_mode: WrapMode,
-    /// Require clients to present a certificate signed by --cafile.
+    /// Require clients to present a certificate signed by --cafile. Implies
+    /// --ssl-only: a plain connection would present none.
     #[arg(long)]
     pub verify_client: bool,
+    /// Accept WebSocket upgrades only with this `Origin` (repeatable, such as
+    /// `https://console.example.com`); others get 403. Set it when browsers
+    /// use the proxy: without it, any web page a user visits can open the
+    /// WebSocket with the user's network position and cookies (cross-site
+    /// WebSocket hijacking). Unset: any origin, as websockify.
+    #[arg(long, value_name = "ORIGIN")]
+    pub allowed_origin: Vec<String>,
     /// PEM CA certificates for --verify-client.
     #[arg(long, value_name = "FILE")]
     pub cafile: Option<PathBuf>,
@@ -207,9 +216,20 @@ pub struct WebsockifyArgs {
     /// a reverse proxy or load balancer keeps an idle console open; 0s: never.
     #[arg(long, default_value = "20s", value_parser = duration)]
     pub ping_interval: Duration,
-    /// Open connections at most; more wait to be accepted.
+    /// WebSocket connections open at once at most; more get 503.
     #[arg(long, default_value_t = 256)]
     pub max_connections: usize,
+    /// HTTP connections not upgraded to a WebSocket, at most; a newcomer past
+    /// it closes the oldest idle one.
+    #[arg(long, default_value_t = 256)]
+    pub max_pending: usize,
+    /// ... of them from one address (an IPv6 /64).
+    #[arg(long, default_value_t = 128)]
+    pub max_pending_per_source: usize,
+    /// An HTTP connection must send each complete request head within this
+    /// long of opening (after its TLS handshake) or of its previous response.
+    #[arg(long, default_value = "5s", value_parser = duration)]
+    pub request_timeout: Duration,
     /// Largest WebSocket message (and frame) accepted, in bytes.
     #[arg(long, default_value_t = 1 << 20)]
     pub max_message_size: usize,
@@ -285,8 +305,16 @@ impl Websockify {
             let files = tls::CertificateFiles::load(&args.cert, key)?;
             let config = tls::server_config(files.clone(), ca)?;
             (Some(TlsAcceptor::from(config)), Some(files))
-        } else if args.ssl_only {
-            return Err(Error::MissingCertificate(args.cert.clone()));
+        } else if args.ssl_only || args.verify_client {
+            let flag = if args.ssl_only {
+                "--ssl-only"
+            } else {
+                "--verify-client"
+            };
+            return Err(Error::MissingCertificate {
+                flag,
+                path: args.cert.clone(),
+            });
         } else {
             (None, None)
         };
@@ -349,20 +377,24 @@ impl Websockify {
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> u8 {
-        let accept = {
-            let this = self.clone();
-            async move {
-                server::accept_loop(
-                    &listener,
-                    this.args.max_connections,
-                    &this.accepting,
-                    |stream, peer, permit| this.connection(stream, peer, permit),
-                )
-                .await;
-                // Dropping the listener refuses new connections from here on.
-                drop(listener);
-            }
+        let limits = server::Limits {
+            max_pending: self.args.max_pending,
+            max_pending_per_source: self.args.max_pending_per_source,
+            max_upgraded: self.args.max_connections,
+            request_timeout: self.args.request_timeout,
         };
+        let stop = server::Stop {
+            accepting: self.accepting.clone(),
+            connections: self.stop.clone(),
+        };
+        let this = self.clone();
+        let accept = server::run(
+            listener,
+            limits,
+            stop,
+            self.tasks.clone(),
+            move |stream, conn| this.clone().connection(stream, conn),
+        );
         self.tasks.spawn(accept);
         self.tasks.spawn(self.clone().watch_timeouts());
         if let Some(certificates) = self.certificates.clone() {
@@ -439,43 +471,25 @@ impl Websockify {
         Active(self.clone())
     }
 
-    fn connection(
-        self: &Arc<Self>,
-        stream: TcpStream,
-        peer: SocketAddr,
-        permit: OwnedSemaphorePermit,
-    ) {
-        let this = self.clone();
-        let active = self.activity();
-        let task = async move {
-            let _active = active;
-            let Some(io) = this.sniff_tls(stream).await else {
-                return;
-            };
-            let permit = Arc::new(permit);
-            let service = {
-                let this = this.clone();
-                service_fn(move |req| {
-                    let this = this.clone();
-                    let permit = permit.clone();
-                    async move { Ok::<_, Infallible>(this.route(req, peer, permit).await) }
-                })
-            };
-            tokio::select! {
-                served = web::serve(io, service, this.args.handshake_timeout) => {
-                    if let Err(e) = served {
-                        tracing::debug!(error = %e, "HTTP connection failed");
-                    }
-                }
-                () = this.stop.cancelled() => {}
-            }
+    async fn connection(self: Arc<Self>, stream: TcpStream, conn: Conn) {
+        // Open HTTP connections count as activity for --idle-timeout.
+        let _active = self.activity();
+        let Some(io) = self.sniff_tls(stream).await else {
+            return;
         };
-        self.tasks
-            .spawn(task.instrument(tracing::debug_span!("connection", %peer)));
+        let service = {
+            let (this, conn) = (self.clone(), conn.clone());
+            service_fn(move |req| {
+                let (this, conn) = (this.clone(), conn.clone());
+                async move { Ok::<_, Infallible>(this.route(req, &conn).await) }
+            })
+        };
+        conn.serve_http(io, service).await;
     }
 
     /// With a certificate, a first byte of 0x16 means TLS; anything else is
-    /// plain HTTP, unless `--ssl-only`.
+    /// plain HTTP, unless `--ssl-only` or `--verify-client` (a plain
+    /// connection has no client certificate to verify).
     async fn sniff_tls(&self, stream: TcpStream) -> Option<Box<dyn Io>> {
         let Some(acceptor) = &self.tls else {
             return Some(Box::new(stream));
@@ -487,8 +501,8 @@ impl Websockify {
             _ => return None,
         }
         if first[0] != tls::HANDSHAKE_RECORD {
-            if self.args.ssl_only {
-                tracing::info!("refused a plain connection: --ssl-only");
+            if self.args.ssl_only || self.args.verify_client {
+                tracing::info!("refused a plain connection: TLS only");
                 return None;
             }
             return Some(Box::new(stream));
@@ -506,15 +520,15 @@ impl Websockify {
         }
     }
 
-    async fn route(
-        self: Arc<Self>,
-        mut req: Request<Incoming>,
-        peer: SocketAddr,
-        permit: Arc<OwnedSemaphorePermit>,
-    ) -> Response<Body> {
+    async fn route(self: Arc<Self>, mut req: Request<Incoming>, conn: &Conn) -> Response<Body> {
+        let peer = conn.peer();
         // The path only: with --token-source the query holds a token.
         tracing::debug!(method = %req.method(), path = req.uri().path(), "request");
         if web::is_websocket(&req) {
+            if !self.origin_allowed(&req) {
+                tracing::info!(%peer, origin = ?req.headers().get(ORIGIN), "refused: origin not in --allowed-origin");
+                return web::text(StatusCode::FORBIDDEN, "origin not allowed\n");
+            }
             let destination = match self.destination(&req, peer) {
                 Ok(destination) => destination,
                 Err(response) => return response,
@@ -537,19 +551,24 @@ impl Websockify {
                     "--run-once: already serving its one connection\n",
                 );
             }
-            return match web::accept(&mut req, protocol) {
-                Ok((response, on_upgrade)) => {
-                    let viewer = self.clone().viewer(on_upgrade, destination, permit);
+            let accepted = web::accept(&mut req, protocol);
+            let slot = accepted.as_ref().ok().map(|_| conn.upgrade());
+            return match (accepted, slot) {
+                (Ok((response, on_upgrade)), Some(Ok(slot))) => {
+                    let viewer = self.clone().viewer(on_upgrade, destination, slot);
                     self.tasks
                         .spawn(viewer.instrument(tracing::info_span!("viewer", %peer)));
                     response
                 }
-                Err(response) => {
-                    // Not a usable upgrade: the one connection is still to come.
+                (accepted, _) => {
+                    // Not upgraded: the one connection is still to come.
                     if self.args.run_once {
                         self.claimed.store(false, Ordering::SeqCst);
                     }
-                    response
+                    accepted.err().unwrap_or_else(|| {
+                        tracing::warn!(%peer, "refused: every WebSocket slot is taken");
+                        web::text(StatusCode::SERVICE_UNAVAILABLE, "too many connections\n")
+                    })
                 }
             };
         }
@@ -559,6 +578,24 @@ impl Websockify {
             }
             _ => web::text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
         }
+    }
+
+    /// `--allowed-origin`: without it any origin (and none); with it, only
+    /// an `Origin` on the list, compared as browsers send it (ASCII case
+    /// aside, no trailing slash).
+    fn origin_allowed(&self, req: &Request<Incoming>) -> bool {
+        if self.args.allowed_origin.is_empty() {
+            return true;
+        }
+        req.headers()
+            .get(ORIGIN)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|origin| {
+                self.args
+                    .allowed_origin
+                    .iter()
+                    .any(|allowed| allowed.trim_end_matches('/').eq_ignore_ascii_case(origin))
+            })
     }
 
     /// Where a WebSocket goes: the fixed target, or the one its token names.
@@ -598,9 +635,9 @@ impl Websockify {
         self: Arc<Self>,
         on_upgrade: OnUpgrade,
         destination: Destination,
-        permit: Arc<OwnedSemaphorePermit>,
+        slot: Upgraded,
     ) {
-        self.relay_viewer(on_upgrade, destination, permit).await;
+        self.relay_viewer(on_upgrade, destination, slot).await;
         if self.args.run_once {
             tracing::info!("exiting: --run-once");
             self.stop.cancel();
@@ -611,7 +648,7 @@ impl Websockify {
         self: &Arc<Self>,
         on_upgrade: OnUpgrade,
         destination: Destination,
-        _permit: Arc<OwnedSemaphorePermit>,
+        _slot: Upgraded,
     ) {
         let _active = self.activity();
         let config = web::websocket_config(self.args.max_message_size);

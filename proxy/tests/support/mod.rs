@@ -231,7 +231,10 @@ impl Drop for CountingListener {
 /// The proxy binary in pod mode.
 pub struct Proxy {
     child: Child,
+    /// The console port.
     pub addr: SocketAddr,
+    /// The internal port: health, metrics and the viewer report.
+    pub internal: SocketAddr,
     pub token: String,
     dir: TempDir,
 }
@@ -250,7 +253,7 @@ impl Proxy {
     /// Starts the proxy and waits until it is ready.
     pub async fn start(options: ProxyOptions<'_>) -> Self {
         let proxy = Self::spawn(options);
-        let addr = proxy.addr;
+        let addr = proxy.internal;
         eventually("the proxy to be ready", || async {
             let (status, _) = http_get(addr, "/readyz").await.ok()?;
             (status == 200).then_some(())
@@ -269,6 +272,7 @@ impl Proxy {
             std::fs::write(session_dir.join("vnc-password"), password).unwrap();
         }
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let internal = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let child = Command::new(env!("CARGO_BIN_EXE_porthole-proxy"))
             .arg("session")
             .arg("--termination-message-path")
@@ -276,6 +280,7 @@ impl Proxy {
             .args(options.extra_args)
             .env_clear()
             .env("PORTHOLE_LISTEN", addr.to_string())
+            .env("PORTHOLE_INTERNAL_LISTEN", internal.to_string())
             .env("PORTHOLE_UPSTREAM", &options.upstream)
             .env("PORTHOLE_SESSION_DIR", &session_dir)
             .env("PORTHOLE_SESSION_NAMESPACE", "tests")
@@ -292,6 +297,7 @@ impl Proxy {
         Self {
             child,
             addr,
+            internal,
             token: options.token.to_string(),
             dir,
         }
@@ -324,7 +330,7 @@ impl Proxy {
     }
 
     pub async fn metrics(&self) -> String {
-        let (status, body) = http_get(self.addr, "/metrics").await.unwrap();
+        let (status, body) = http_get(self.internal, "/metrics").await.unwrap();
         assert_eq!(status, 200);
         body
     }

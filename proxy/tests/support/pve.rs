@@ -295,6 +295,8 @@ impl PveOptions {
 pub struct PveProxy {
     child: Child,
     pub addr: SocketAddr,
+    /// The internal port: health, metrics.
+    pub internal: SocketAddr,
     dir: TempDir,
 }
 
@@ -309,6 +311,7 @@ impl PveProxy {
             std::fs::write(session_dir.join("pve-ca.crt"), ca).unwrap();
         }
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let internal = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let mut child = Command::new(env!("CARGO_BIN_EXE_porthole-proxy"))
             .arg("session")
             .arg("--termination-message-path")
@@ -316,6 +319,7 @@ impl PveProxy {
             .args(&options.extra_args)
             .env_clear()
             .env(env::LISTEN, addr.to_string())
+            .env(env::INTERNAL_LISTEN, internal.to_string())
             .env(env::PVE_URL, &options.url)
             .env(env::PVE_NODE, &options.node)
             .env(env::PVE_VM_KIND, options.kind)
@@ -337,12 +341,17 @@ impl PveProxy {
                 panic!("the proxy exited early: {status}");
             }
             async move {
-                let (status, _) = http_get(addr, "/readyz").await.ok()?;
+                let (status, _) = http_get(internal, "/readyz").await.ok()?;
                 (status == 200).then_some(())
             }
         })
         .await;
-        Self { child, addr, dir }
+        Self {
+            child,
+            addr,
+            internal,
+            dir,
+        }
     }
 
     pub fn session_dir(&self) -> PathBuf {
@@ -378,7 +387,7 @@ impl PveProxy {
     }
 
     pub async fn metrics(&self) -> String {
-        let (status, body) = http_get(self.addr, "/metrics").await.unwrap();
+        let (status, body) = http_get(self.internal, "/metrics").await.unwrap();
         assert_eq!(status, 200);
         body
     }
@@ -429,7 +438,7 @@ impl PveProxy {
             self.child.try_wait().unwrap().is_none(),
             "the session ended"
         );
-        let (status, _) = http_get(self.addr, "/readyz").await.unwrap();
+        let (status, _) = http_get(self.internal, "/readyz").await.unwrap();
         assert_eq!(status, 200, "the session is no longer ready");
         assert!(self.termination_message().is_none());
     }
