@@ -90,7 +90,7 @@ install: ## Install porthole into the test cluster with Helm.
 	e2e/scripts/build-controlplane.sh helm
 	$(HELM) --kubeconfig $(KUBECONFIG) upgrade --install porthole charts/porthole \
 	  --namespace porthole-system --create-namespace --wait --timeout 2m \
-	  --set image.tag=$(IMAGE_TAG) --set proxyImage.tag=$(IMAGE_TAG)
+	  -f e2e/testbed-values.yaml --set image.tag=$(IMAGE_TAG) --set proxyImage.tag=$(IMAGE_TAG)
 
 .PHONY: e2e
 e2e: images ## End-to-end tests on a fresh local test cluster.

@@ -94,10 +94,10 @@ pub struct Cli {
     #[arg(long, action = ArgAction::SetTrue)]
     pub run_once: bool,
 
-    /// Record every viewer connection into this PersistentVolumeClaim of the
-    /// session's namespace, under <session>/<uid>/connection.N.
-    #[arg(long, value_name = "CLAIM", value_parser = claim_name)]
-    pub record: Option<String>,
+    /// Record every viewer connection (spec.record), into the claim the
+    /// administrator names for the Hypervisor.
+    #[arg(long, action = ArgAction::SetTrue)]
+    pub record: bool,
 
     /// Name of the session [default: console-<VM>-<5 random characters>].
     #[arg(long, value_name = "NAME", value_parser = session_name)]
@@ -229,9 +229,6 @@ fn hypervisor_name(text: &str) -> Result<String, NameError> {
     validate_name("hypervisor name", text).map(|()| text.to_string())
 }
 
-fn claim_name(text: &str) -> Result<String, NameError> {
-    validate_name("claim name", text).map(|()| text.to_string())
-}
 
 fn session_name(text: &str) -> Result<String, NameError> {
     validate_name("session name", text).map(|()| text.to_string())
@@ -334,7 +331,6 @@ mod tests {
             "--shared",
             "--run-once",
             "--record",
-            "recordings",
             "--name",
             "mine",
             "--wait-timeout",
@@ -370,7 +366,7 @@ mod tests {
         assert_eq!(session.connect_timeout.as_deref(), Some("5m"));
         assert_eq!(session.idle_timeout.as_deref(), Some("10m"));
         assert!(session.view_only && session.shared && session.run_once);
-        assert_eq!(session.record.as_deref(), Some("recordings"));
+        assert!(session.record);
     }
 
     #[test]
@@ -412,10 +408,6 @@ mod tests {
                 "session name",
             ),
             (&["5910", "--hypervisor", "h", "-n", "a.b"], "namespace"),
-            (
-                &["5910", "--hypervisor", "h", "--record", "My Claim"],
-                "claim name",
-            ),
             (&["--delete", ""], "empty"),
         ];
         for (args, expected) in cases {

@@ -37,8 +37,8 @@ pub struct SessionOptions {
     pub view_only: bool,
     pub shared: bool,
     pub run_once: bool,
-    /// The PersistentVolumeClaim viewer connections are recorded into.
-    pub record: Option<String>,
+    /// Record viewer connections (`spec.record`).
+    pub record: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -65,10 +65,7 @@ pub fn build(name: &str, namespace: &str, options: &SessionOptions) -> ConsoleSe
     spec.idle_timeout = options.idle_timeout.clone();
     spec.run_once = options.run_once.then_some(true);
     spec.viewers = viewers;
-    spec.record = options
-        .record
-        .clone()
-        .map(|claim_name| Record { claim_name });
+    spec.record = options.record.then(Record::default);
     let mut session = ConsoleSession::new(name, spec);
     session.metadata = ObjectMeta {
         name: Some(name.to_string()),
@@ -201,7 +198,7 @@ mod tests {
             view_only: true,
             shared: true,
             run_once: true,
-            record: Some("recordings".into()),
+            record: true,
         };
         let spec = serde_json::to_value(build("s", "ns", &options).spec).unwrap();
         assert_eq!(
@@ -214,7 +211,7 @@ mod tests {
                 "idleTimeout": "10m",
                 "runOnce": true,
                 "viewers": {"policy": "shared", "viewOnly": true},
-                "record": {"claimName": "recordings"}
+                "record": {}
             })
         );
     }
