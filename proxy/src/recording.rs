@@ -36,6 +36,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use porthole_api::contract::RECORDING_MOUNT;
+
 use crate::metrics::Direction;
 
 const HEADER: &str = "var VNC_frame_data = [\n";
@@ -78,14 +80,23 @@ impl Recorder {
     /// through: a file that cannot be written fails here, before anything
     /// is relayed.
     pub fn create(base: &Path, id: u64) -> Result<Self, WriteError> {
-        Self::open(
-            base,
-            id,
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true),
-        )
+        let path = Self::path(base, id);
+        let file = match claim_relative(&path) {
+            // A session's recording: a new file, never one that is there
+            // already, and never through a symlink.
+            Some((root, parts)) => open_beneath(root, parts, Walk::Open),
+            // Standalone, as websockify: the file the user named, anew.
+            None => {
+                use std::os::unix::fs::OpenOptionsExt;
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o640)
+                    .open(&path)
+            }
+        };
+        Self::start(path, file)
     }
 
     /// Whether `BASE.ID` already holds a recording (a regular file). A
@@ -97,13 +108,12 @@ impl Recorder {
         std::fs::symlink_metadata(Self::path(base, id)).is_ok_and(|m| m.is_file())
     }
 
-    fn open(base: &Path, id: u64, options: &std::fs::OpenOptions) -> Result<Self, WriteError> {
-        let path = Self::path(base, id);
+    fn start(path: PathBuf, file: io::Result<File>) -> Result<Self, WriteError> {
         let failed = |source| WriteError {
             path: path.clone(),
             source,
         };
-        let mut file = BufWriter::new(options.open(&path).map_err(failed)?);
+        let mut file = BufWriter::new(file.map_err(failed)?);
         file.write_all(HEADER.as_bytes())
             .and_then(|()| file.flush())
             .map_err(failed)?;
@@ -131,14 +141,22 @@ impl Recorder {
     /// Creates the directory `base` names its files in (and its parents),
     /// readable by the proxy's user and group only: recordings show all that
     /// a viewer saw and typed.
+    ///
+    /// Under [`RECORDING_MOUNT`] (a session's claim, shared with other
+    /// sessions' proxies) every directory is made and entered relative to
+    /// its parent's handle, refusing symlinks: a symlink planted there by
+    /// another proxy cannot send this session's recordings elsewhere.
     pub fn prepare_directory(base: &Path) -> io::Result<()> {
         use std::os::unix::fs::DirBuilderExt;
-        match base.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-            Some(dir) => std::fs::DirBuilder::new()
+        let Some(dir) = base.parent().filter(|dir| !dir.as_os_str().is_empty()) else {
+            return Ok(());
+        };
+        match claim_relative(dir) {
+            Some((root, parts)) => open_beneath(root, parts, Walk::Create).map(drop),
+            None => std::fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o750)
                 .create(dir),
-            None => Ok(()),
         }
     }
 
@@ -181,6 +199,65 @@ impl Drop for Recorder {
 }
 
 /// Bytes as a single-quoted JavaScript string body.
+/// The claim's mount and the parts of `path` below it, for a session's
+/// recording; `None` for a standalone one.
+fn claim_relative(path: &Path) -> Option<(&Path, Vec<&std::ffi::OsStr>)> {
+    let root = Path::new(RECORDING_MOUNT);
+    let below = path.strip_prefix(root).ok()?;
+    let parts: Vec<_> = below
+        .components()
+        .map(|c| match c {
+            std::path::Component::Normal(part) => Some(part),
+            _ => None,
+        })
+        .collect::<Option<_>>()?;
+    (!parts.is_empty()).then_some((root, parts))
+}
+
+/// What [`open_beneath`] does with the last part.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Walk {
+    /// Every part is a directory, made if missing (mode 0750).
+    Create,
+    /// The last part is a new file (mode 0640), the others directories that
+    /// must exist.
+    Open,
+}
+
+/// Walks `parts` from `root` one handle at a time, never following a
+/// symlink, and returns the last directory or the new file.
+fn open_beneath(root: &Path, parts: Vec<&std::ffi::OsStr>, walk: Walk) -> io::Result<File> {
+    use rustix::fs::{Mode, OFlags, mkdirat, open, openat};
+    let dir_flags = OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC;
+    let mut dir = open(
+        root,
+        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let last = parts.len() - 1;
+    for (i, part) in parts.into_iter().enumerate() {
+        if walk == Walk::Open && i == last {
+            let flags =
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            return Ok(File::from(openat(
+                &dir,
+                part,
+                flags,
+                Mode::from_raw_mode(0o640),
+            )?));
+        }
+        if walk == Walk::Create {
+            match mkdirat(&dir, part, Mode::from_raw_mode(0o750)) {
+                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        // ELOOP or ENOTDIR for a symlink: refused, whatever it points to.
+        dir = openat(&dir, part, dir_flags, Mode::empty())?;
+    }
+    Ok(File::from(dir))
+}
+
 fn escape(out: &mut String, data: &[u8]) {
     for &b in data {
         match b {
@@ -354,6 +431,61 @@ mod tests {
         std::os::unix::fs::symlink("/dev/full", Recorder::path(&base, 2)).unwrap();
         assert!(!Recorder::taken(&base, 2), "a device is no recording");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_sessions_recording_never_goes_through_a_symlink_nor_overwrites() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = temp_file("beneath");
+        let elsewhere = temp_file("beneath-elsewhere");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        let parts = |p: &'static str| p.split('/').map(std::ffi::OsStr::new).collect::<Vec<_>>();
+
+        // A planted symlink, at any depth, is refused, not followed.
+        std::os::unix::fs::symlink(&elsewhere, root.join("team-a")).unwrap();
+        assert!(open_beneath(&root, parts("team-a/web/uid-1"), Walk::Create).is_err());
+        std::fs::create_dir_all(root.join("team-b/web")).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, root.join("team-b/web/uid-1")).unwrap();
+        assert!(open_beneath(&root, parts("team-b/web/uid-1"), Walk::Create).is_err());
+        assert!(open_beneath(&root, parts("team-b/web/uid-1/connection.1"), Walk::Open).is_err());
+        // A symlink in place of the file itself.
+        open_beneath(&root, parts("team-c/web/uid-1"), Walk::Create).unwrap();
+        std::os::unix::fs::symlink(
+            elsewhere.join("x"),
+            root.join("team-c/web/uid-1/connection.1"),
+        )
+        .unwrap();
+        assert!(open_beneath(&root, parts("team-c/web/uid-1/connection.1"), Walk::Open).is_err());
+        assert_eq!(
+            std::fs::read_dir(&elsewhere).unwrap().count(),
+            0,
+            "nothing written elsewhere"
+        );
+
+        // A new file, 0640 at most, and never twice.
+        open_beneath(&root, parts("team-c/web/uid-1/connection.2"), Walk::Open).unwrap();
+        let mode = std::fs::metadata(root.join("team-c/web/uid-1/connection.2"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o137, 0, "{mode:o}");
+        let again = open_beneath(&root, parts("team-c/web/uid-1/connection.2"), Walk::Open);
+        assert_eq!(again.unwrap_err().kind(), io::ErrorKind::AlreadyExists);
+        std::fs::remove_dir_all(&root).unwrap();
+        std::fs::remove_dir_all(&elsewhere).unwrap();
+    }
+
+    #[test]
+    fn only_paths_under_the_claim_mount_are_walked_without_symlinks() {
+        let (root, parts) = claim_relative(Path::new(
+            "/var/run/porthole/recordings/ns/web/uid/connection.1",
+        ))
+        .unwrap();
+        assert_eq!(root, Path::new(RECORDING_MOUNT));
+        assert_eq!(parts.len(), 4);
+        assert!(claim_relative(Path::new("/tmp/recording.1")).is_none());
+        assert!(claim_relative(Path::new("/var/run/porthole/recordings/ns/../x")).is_none());
     }
 
     #[test]
