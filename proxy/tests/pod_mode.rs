@@ -917,3 +917,94 @@ async fn a_recording_directory_that_cannot_be_made_ends_the_session_at_once() {
     );
     assert_eq!(upstream.count(), 0);
 }
+
+/// One client holds 200 connections to the console port that never upgrade,
+/// half idle after a keep-alive request and half stuck in a half-sent head,
+/// and opens another each time the proxy closes one. Meanwhile a viewer
+/// with the right token, from the same address (as behind an ingress), gets
+/// the console within seconds, again and again, and `/readyz` on the
+/// internal port answers throughout.
+#[tokio::test]
+async fn a_flood_of_connections_that_never_upgrade_keeps_neither_viewer_nor_probes_out() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const HOLDERS: usize = 200;
+    const FLOOD: Duration = Duration::from_secs(12);
+    const PROMPT: Duration = Duration::from_secs(3);
+    let qemu = Qemu::start(false).await;
+    let mut proxy = Proxy::start(ProxyOptions {
+        env: &[(env::VIEWERS, VIEWERS_SHARED)],
+        ..options(qemu.vnc.to_string())
+    })
+    .await;
+    let _logs = proxy.logs();
+    let until = Instant::now() + FLOOD;
+    let opened = Arc::new(AtomicUsize::new(0));
+    let mut flood = tokio::task::JoinSet::new();
+    for i in 0..HOLDERS {
+        let (addr, opened) = (proxy.addr, opened.clone());
+        flood.spawn(async move {
+            while Instant::now() < until {
+                let Ok(mut stream) = TcpStream::connect(addr).await else {
+                    continue;
+                };
+                opened.fetch_add(1, Ordering::Relaxed);
+                let head: &[u8] = if i % 2 == 0 {
+                    b"GET /vnc.html HTTP/1.1\r\nHost: flood\r\n\r\n"
+                } else {
+                    b"GET /vnc.html HTTP/1.1\r\nHost: flood\r\nX-Slow: 1"
+                };
+                if stream.write_all(head).await.is_ok() {
+                    // Holds the connection until the proxy closes it.
+                    let mut sink = Vec::new();
+                    let _ = tokio::time::timeout_at(until, stream.read_to_end(&mut sink)).await;
+                }
+            }
+        });
+    }
+    let probes = {
+        let internal = proxy.internal;
+        tokio::spawn(async move {
+            let mut answered = 0;
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            while Instant::now() < until {
+                tick.tick().await;
+                let probe =
+                    tokio::time::timeout(Duration::from_secs(1), http_get(internal, "/readyz"));
+                match probe.await {
+                    Ok(Ok((200, _))) => answered += 1,
+                    other => panic!("/readyz failed during the flood: {other:?}"),
+                }
+            }
+            answered
+        })
+    };
+
+    // Once the flood has filled the pool, and a few times more.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut viewers = 0;
+    while Instant::now() + PROMPT < until {
+        let started = Instant::now();
+        let rfb = tokio::time::timeout(PROMPT, viewer(&proxy))
+            .await
+            .unwrap_or_else(|_| panic!("viewer {viewers} got no console within {PROMPT:?}"));
+        eprintln!(
+            "viewer {viewers} had the console after {:?}",
+            started.elapsed()
+        );
+        viewers += 1;
+        drop(rfb);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert!(viewers >= 3, "only {viewers} viewers tried");
+    let answered = probes.await.unwrap();
+    assert!(answered >= 30, "only {answered} probes");
+    while flood.join_next().await.is_some() {}
+    let opened = opened.load(Ordering::Relaxed);
+    assert!(
+        opened > 2 * HOLDERS,
+        "the flood was {opened} connections: the proxy should have closed and the client reopened"
+    );
+}
