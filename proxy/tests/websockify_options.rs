@@ -575,3 +575,52 @@ async fn record_writes_one_file_per_connection() {
     }
     assert!(!dir.path().join("rec.3").exists());
 }
+
+/// `--allowed-origin`: a WebSocket from another origin (a page elsewhere
+/// that a user visits), or with none, gets 403 and never reaches the target;
+/// without the option any origin goes, as with websockify.
+#[tokio::test]
+async fn allowed_origin_refuses_websockets_from_other_origins() {
+    let echo = CountingListener::echo().await;
+    let target = echo.addr.to_string();
+    let upgrade = |addr, origin: Option<&'static str>| async move {
+        let extra = origin.map_or(String::new(), |o| format!("Origin: {o}\r\n"));
+        let (_, head) = support::raw_upgrade(addr, "/websockify", &extra).await;
+        head[9..12].to_string()
+    };
+    let proxy = Websockify::start(
+        &[
+            "--allowed-origin",
+            "https://console.example.com",
+            "--allowed-origin=https://other.example.com:8443/",
+        ],
+        &[&target],
+    )
+    .await;
+    for origin in [
+        "https://console.example.com",
+        "https://Other.example.com:8443",
+    ] {
+        assert_eq!(upgrade(proxy.addr, Some(origin)).await, "101", "{origin}");
+    }
+    for origin in [
+        Some("https://evil.example"),
+        Some("http://console.example.com"),
+        Some("https://console.example.com.evil.example"),
+        Some("null"),
+        None,
+    ] {
+        assert_eq!(upgrade(proxy.addr, origin).await, "403", "{origin:?}");
+    }
+    let accepted = eventually("the two allowed upgrades at the target", || async {
+        (echo.count() == 2).then_some(())
+    });
+    accepted.await;
+
+    let open = Websockify::start(&[], &[&target]).await;
+    assert_eq!(
+        upgrade(open.addr, Some("https://evil.example")).await,
+        "101"
+    );
+    assert_eq!(upgrade(open.addr, None).await, "101");
+}

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use rustls::pki_types::CertificateDer;
 use support::{
     CountingListener, Leaf, Pki, TempDir, Websockify, echoes, eventually, proxy_status, tls_client,
-    tls_connect, wss,
+    tls_connect, websocket, wss,
 };
 
 fn write(dir: &Path, name: &str, text: &str) -> String {
@@ -56,6 +56,10 @@ async fn verify_client_admits_only_certificates_from_the_ca() {
         let refused = wss(proxy.addr, &tls_client(&roots, identity), Some("binary")).await;
         assert!(refused.is_err(), "{what}: admitted");
     }
+    // Plain HTTP on the same port presents no certificate at all: refused,
+    // as with --ssl-only, rather than let past the check.
+    let plain = websocket(proxy.addr, "/websockify", Some("binary")).await;
+    assert!(plain.is_err(), "a plain WebSocket was admitted");
     assert_eq!(echo.count(), 1, "refused clients never reach the target");
     // Refusals leave the proxy serving.
     let mut ws = wss(proxy.addr, &tls_client(&roots, Some(&pki.client())), None)
@@ -75,6 +79,17 @@ async fn verify_client_needs_a_ca_file() {
     assert_eq!(code, Some(2), "{stderr}");
     assert!(
         stderr.contains("porthole-proxy: error: --verify-client needs --cafile"),
+        "{stderr}"
+    );
+    // Without a certificate there is nothing to verify clients with.
+    let missing = dir.path().join("missing.pem");
+    let ca = write(dir.path(), "ca.crt", &Pki::new("ca").ca_pem());
+    let missing = missing.to_str().unwrap();
+    let args = ["--cert", missing, "--verify-client", "--cafile", &ca];
+    let (code, stderr) = proxy_status(&[&args[..], &["127.0.0.1:0", "h:1"]].concat()).await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--verify-client needs a certificate"),
         "{stderr}"
     );
     let broken = write(dir.path(), "broken.pem", "-----BEGIN CERTIFICATE-----\n");
