@@ -7,8 +7,28 @@
 //! in the command's arguments with it and sets [`PORT_ENV`]. The command must
 //! therefore be told its port (`x11vnc -rfbport {port}`, `Xvnc -rfbport
 //! {port}`); a program that cannot be, websockify's rebind.so still suits.
+//!
+//! # The port between picking and binding
+//!
+//! Picking a free port and letting it go before the command binds it is a
+//! race: another local process could bind it first, and the proxy would
+//! relay viewers to it. So the port stays *reserved* (bound, not listening:
+//! nobody can bind it, and the kernel hands it to nobody as an ephemeral
+//! port) from the moment it is picked until just before the command is
+//! started, and again between a command's exit and its respawn. What
+//! remains is the moment between `spawn` and the command's own `bind()`:
+//! the command binds by port number, so the reservation must be gone by
+//! then, and closing that gap needs the command's cooperation (an
+//! inherited listening socket, as systemd's socket activation, or
+//! websockify's `LD_PRELOAD` of rebind.so, which a static binary cannot
+//! do). Another process must then know the port and bind it within those
+//! milliseconds, and the command would then fail to bind (and, in `exit`
+//! mode, end the proxy).
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use socket2::{Domain, Socket, Type};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
@@ -43,16 +63,27 @@ pub struct Wrapped {
     pub args: Vec<String>,
     /// Where the command listens, and the proxy relays to.
     pub addr: SocketAddr,
+    /// Holds [`addr`](Self::addr) while no command should be listening on it.
+    reservation: Arc<Mutex<Option<Socket>>>,
+}
+
+/// Binds `addr` without listening: it is ours, and accepts nothing.
+fn reserve(addr: SocketAddr) -> std::io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.bind(&addr.into())?;
+    Ok(socket)
 }
 
 impl Wrapped {
     /// Picks a free port for `command_line` (program and arguments).
     pub fn new(command_line: &[String]) -> Result<Self, Error> {
-        // The OS picks; the port is free again once the probe closes, and the
-        // command binds it moments later.
-        let addr = TcpListener::bind("127.0.0.1:0")
-            .and_then(|probe| probe.local_addr())
-            .map_err(Error::NoPort)?;
+        // The OS picks, and the port stays reserved until the command starts.
+        let reservation = reserve(SocketAddr::from(([127, 0, 0, 1], 0))).map_err(Error::NoPort)?;
+        let addr = reservation
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .ok_or_else(|| Error::NoPort(std::io::Error::other("no local address")))?;
         let port = addr.port().to_string();
         let mut words = command_line
             .iter()
@@ -61,7 +92,31 @@ impl Wrapped {
             program: words.next().unwrap_or_default(),
             args: words.collect(),
             addr,
+            reservation: Arc::new(Mutex::new(Some(reservation))),
         })
+    }
+
+    /// Lets the port go, for the command to bind.
+    fn release(&self) {
+        drop(self.lock().take());
+    }
+
+    /// Takes the port back once the command is gone, if nobody (a process
+    /// the command left behind) holds it.
+    fn take_back(&self) {
+        let mut reservation = self.lock();
+        if reservation.is_none() {
+            match reserve(self.addr) {
+                Ok(socket) => *reservation = Some(socket),
+                Err(e) => {
+                    tracing::debug!(port = self.addr.port(), error = %e, "cannot reserve the port again")
+                }
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Socket>> {
+        self.reservation.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Runs the command until `stop`, following `mode` when it exits:
@@ -72,6 +127,7 @@ impl Wrapped {
     pub async fn supervise(self, mode: WrapMode, stop: CancellationToken) -> Option<u8> {
         loop {
             let started = Instant::now();
+            self.release();
             let spawned = Command::new(&self.program)
                 .args(&self.args)
                 .env(PORT_ENV, self.addr.port().to_string())
@@ -94,6 +150,7 @@ impl Wrapped {
                 () = stop.cancelled() => return None,
             };
             tracing::info!(status = ?status, ?mode, "the wrapped command exited");
+            self.take_back();
             match mode {
                 WrapMode::Exit => {
                     return Some(status.map_or(exit::FAILURE, |status| exit_code(&status)));
@@ -132,6 +189,21 @@ mod tests {
         assert_eq!(wrapped.program, "x11vnc");
         assert_eq!(wrapped.args[1], wrapped.addr.port().to_string());
         assert!(wrapped.addr.ip().is_loopback());
+    }
+
+    #[test]
+    fn nobody_can_take_the_port_before_the_command_starts() {
+        let wrapped = Wrapped::new(&["true".to_string()]).unwrap();
+        let taken = std::net::TcpListener::bind(wrapped.addr);
+        assert!(taken.is_err(), "another process bound the reserved port");
+        wrapped.release();
+        let command = std::net::TcpListener::bind(wrapped.addr).expect("the command binds it");
+        drop(command);
+        wrapped.take_back();
+        assert!(
+            std::net::TcpListener::bind(wrapped.addr).is_err(),
+            "reserved again"
+        );
     }
 
     #[test]
