@@ -104,6 +104,18 @@ pub async fn client() -> Result<Client> {
     Ok(Client::try_from(config)?)
 }
 
+/// A client acting as `user` (impersonated by the test bed's admin), in the
+/// group every authenticated user has, as a person with kubectl would.
+pub async fn client_as(user: &str) -> Result<Client> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig_path())
+        .context("reading the test cluster's kubeconfig: run `make cluster-up` first")?;
+    let mut config = Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
+    config.auth_info.impersonate = Some(user.to_string());
+    config.auth_info.impersonate_groups = Some(vec!["system:authenticated".to_string()]);
+    Ok(Client::try_from(config)?)
+}
+
 /// Runs kubectl with `stdin`, returning stdout; fails with kubectl's stderr.
 pub async fn kubectl(args: &[&str], stdin: Option<&str>) -> Result<String> {
     let output = kubectl_output(args, stdin).await?;
