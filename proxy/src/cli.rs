@@ -22,8 +22,8 @@ Exit status (standalone mode):
            with -D, the proxy is listening in the background
   1        cannot serve: cannot listen on the address, cannot start
   2        bad command line or configuration (unknown option, missing target,
-           unloadable certificate, --ssl-only without one, --verify-client
-           without --cafile)
+           unloadable certificate, --ssl-only or --verify-client without one,
+           --verify-client without --cafile)
   N        --wrap-mode=exit: the wrapped command's status (128+SIGNAL if killed)
   126/127  the wrapped command cannot be run / was not found";
 

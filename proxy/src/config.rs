@@ -171,8 +171,8 @@ pub struct SessionArgs {
     /// Give up dialling the VNC server (or connecting to Proxmox VE) after this long.
     #[arg(long, default_value = "10s", value_parser = duration)]
     pub upstream_connect_timeout: Duration,
-    /// Give up on an HTTP request head, a Proxmox VE API call or an RFB
-    /// handshake after this long.
+    /// Give up on a Proxmox VE API call or an RFB handshake after this long
+    /// (HTTP request heads: --request-timeout).
     #[arg(long, default_value = "10s", value_parser = duration)]
     pub handshake_timeout: Duration,
     /// Ping a viewer after this long without sending it anything, so that an

@@ -60,8 +60,9 @@ pub mod exit {
     /// or the background process would not start.
     pub const FAILURE: u8 = 1;
     /// A bad command line or configuration: an unknown option, a missing
-    /// target, a certificate or key that does not load, `--ssl-only`
-    /// without a certificate, `--verify-client` without `--cafile`.
+    /// target, a certificate or key that does not load, `--ssl-only` or
+    /// `--verify-client` without a certificate, `--verify-client` without
+    /// `--cafile`.
     pub const USAGE: u8 = 2;
     /// The wrapped command exists but cannot be run.
     pub const CANNOT_EXECUTE: u8 = 126;
@@ -209,7 +210,8 @@ pub struct WebsockifyArgs {
     /// Give up dialling the target after this long.
     #[arg(long, default_value = "10s", value_parser = duration)]
     pub connect_timeout: Duration,
-    /// Give up on a TLS handshake or an HTTP request head after this long.
+    /// Give up on a TLS handshake after this long (request heads:
+    /// --request-timeout).
     #[arg(long, default_value = "10s", value_parser = duration)]
     pub handshake_timeout: Duration,
     /// Ping a client after this long without sending it anything, so that
