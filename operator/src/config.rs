@@ -95,7 +95,11 @@ pub struct Config {
 
     /// TLS Secrets (in the sessions namespace) sessions may name for their
     /// Ingress (comma-separated), besides the default.
-    #[arg(long, env = "PORTHOLE_ALLOWED_INGRESS_TLS_SECRETS", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "PORTHOLE_ALLOWED_INGRESS_TLS_SECRETS",
+        value_delimiter = ','
+    )]
     pub allowed_ingress_tls_secrets: Vec<String>,
 
     /// Host name or address viewers use for NodePort sessions (unset: the
@@ -138,6 +142,19 @@ pub struct Config {
     /// the API server and its memory when many sessions start or end together.
     #[arg(long, env = "PORTHOLE_MAX_CONCURRENT_RECONCILES", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
     pub max_concurrent_reconciles: u16,
+
+    /// Release every session and exit, instead of running: what the chart's
+    /// pre-delete hook does when porthole is uninstalled. Stops the operator
+    /// (`--operator-deployment`), ends the sessions that are not over
+    /// (reason `OperatorUninstalled`), removes porthole's finalizer from
+    /// every ConsoleSession and deletes every session's children.
+    #[arg(long)]
+    pub release_sessions: bool,
+
+    /// The operator's Deployment, in porthole's namespace, that
+    /// `--release-sessions` scales to zero first.
+    #[arg(long, env = "PORTHOLE_OPERATOR_DEPLOYMENT")]
+    pub operator_deployment: Option<String>,
 
     /// Log filter, tracing `EnvFilter` syntax.
     #[arg(long, env = "PORTHOLE_LOG", default_value = "info")]
@@ -229,14 +246,18 @@ mod tests {
             config.allowed_expose_types,
             ExposeTypes(vec![ExposeType::NodePort, ExposeType::LoadBalancer])
         );
-        assert!(Config::try_parse_from(["porthole-operator", "--allowed-expose-types", "Tunnel"]).is_err());
+        assert!(
+            Config::try_parse_from(["porthole-operator", "--allowed-expose-types", "Tunnel"])
+                .is_err()
+        );
     }
 
     #[test]
     fn sessions_live_in_porthole_namespace_unless_told_otherwise() {
         assert_eq!(Config::for_tests().sessions_namespace(), "porthole-system");
         let config =
-            Config::try_parse_from(["porthole-operator", "--sessions-namespace", "consoles"]).unwrap();
+            Config::try_parse_from(["porthole-operator", "--sessions-namespace", "consoles"])
+                .unwrap();
         assert_eq!(config.sessions_namespace(), "consoles");
     }
 }

@@ -55,8 +55,11 @@ pub async fn run_controller(client: Client, ctx: Arc<Context>) {
                 .map(|s| ObjectRef::from_obj(&*s))
         }
     };
-    let (pod_owner, service_owner, slice_owner) =
-        (by_uid(store.clone()), by_uid(store.clone()), by_uid(sessions));
+    let (pod_owner, service_owner, slice_owner) = (
+        by_uid(store.clone()),
+        by_uid(store.clone()),
+        by_uid(sessions),
+    );
     tokio::spawn(crate::sweep::run(
         client.clone(),
         children.clone(),

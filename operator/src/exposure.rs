@@ -515,7 +515,10 @@ mod tests {
         }
         let cfg = config(&["--allowed-expose-types", "NodePort,LoadBalancer"]);
         let lb = expose(ExposeType::LoadBalancer, None);
-        assert_eq!(resolve(Some(&lb), &cfg, "ns", "s"), Ok(Exposure::LoadBalancer));
+        assert_eq!(
+            resolve(Some(&lb), &cfg, "ns", "s"),
+            Ok(Exposure::LoadBalancer)
+        );
     }
 
     #[test]
@@ -543,7 +546,10 @@ mod tests {
         assert!(class.contains("className \"public\""), "{class}");
         let host = asking(None, Some("bank.example.com"), None).unwrap_err();
         assert!(host.contains("host \"bank.example.com\""), "{host}");
-        assert!(host.contains("consoles.example.com, *.lab.example.com"), "{host}");
+        assert!(
+            host.contains("consoles.example.com, *.lab.example.com"),
+            "{host}"
+        );
         let deeper = asking(None, Some("a.b.lab.example.com"), None).unwrap_err();
         assert!(deeper.contains("host"), "{deeper}");
         let tls = asking(None, None, Some("someone-elses-cert")).unwrap_err();

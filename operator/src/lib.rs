@@ -13,6 +13,7 @@ pub mod leader;
 pub mod naming;
 pub mod proxmox;
 pub mod reconcile;
+pub mod release;
 pub mod resources;
 pub mod status;
 pub mod sweep;

@@ -47,7 +47,10 @@ mod tests {
         ] {
             let name = child_name(&session, UID);
             assert!(name.len() <= 63, "{name} too long");
-            assert!(name.starts_with("console-") && name.ends_with(UID), "{name}");
+            assert!(
+                name.starts_with("console-") && name.ends_with(UID),
+                "{name}"
+            );
             assert!(
                 name.chars()
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),

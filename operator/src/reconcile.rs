@@ -184,15 +184,8 @@ async fn run(session: Arc<ConsoleSession>, ctx: &Context) -> Result<Action> {
             }
         };
     let secret_exists = observed.session_secret.is_some();
-    let (pod, service) = apply(
-        ctx,
-        &children,
-        &plan,
-        &session,
-        existing_pod,
-        secret_exists,
-    )
-    .await?;
+    let (pod, service) =
+        apply(ctx, &children, &plan, &session, existing_pod, secret_exists).await?;
     // Ready means a viewer can connect now: the pod is ready *and* the Service
     // routes to it, which happens only once its EndpointSlice lists *this* pod
     // as ready (a replaced pod's endpoint can linger there for a while).
@@ -466,10 +459,9 @@ async fn read_credentials(ctx: &Context, hypervisor: &Hypervisor) -> Result<Cred
             (_, _, Some(id), Some(secret)) => {
                 Credentials::Proxmox(ProxmoxCredentials::ApiToken(format!("{id}={secret}")))
             }
-            _ if secret.is_none() => Credentials::Missing(format!(
-                "Secret {home}/{} does not exist",
-                reference.name
-            )),
+            _ if secret.is_none() => {
+                Credentials::Missing(format!("Secret {home}/{} does not exist", reference.name))
+            }
             _ => Credentials::Missing(format!(
                 "Secret {home}/{} needs keys {:?} and {:?}, or {:?} and {:?}",
                 reference.name,

@@ -317,9 +317,7 @@ impl SessionPlan {
                 ports: Some(vec![ServicePort {
                     name: Some(contract::PROXY_PORT_NAME.to_string()),
                     port: i32::from(contract::SERVICE_PORT),
-                    target_port: Some(IntOrString::String(
-                        contract::PROXY_PORT_NAME.to_string(),
-                    )),
+                    target_port: Some(IntOrString::String(contract::PROXY_PORT_NAME.to_string())),
                     protocol: Some("TCP".to_string()),
                     ..ServicePort::default()
                 }]),
@@ -633,8 +631,12 @@ mod tests {
             );
         }
         let ports = container.ports.unwrap();
-        assert!(ports.iter().any(|p| p.name.as_deref() == Some(contract::INTERNAL_PORT_NAME)
-            && p.container_port == i32::from(contract::INTERNAL_PORT)));
+        assert!(
+            ports
+                .iter()
+                .any(|p| p.name.as_deref() == Some(contract::INTERNAL_PORT_NAME)
+                    && p.container_port == i32::from(contract::INTERNAL_PORT))
+        );
         let service_ports = plan().service().spec.unwrap().ports.unwrap();
         assert_eq!(service_ports.len(), 1);
         assert_eq!(
@@ -742,12 +744,21 @@ mod tests {
         );
         let peer = &ingress[1].from.as_ref().unwrap()[0];
         assert_eq!(
-            peer.namespace_selector.as_ref().unwrap().match_labels.as_ref().unwrap()
-                ["kubernetes.io/metadata.name"],
+            peer.namespace_selector
+                .as_ref()
+                .unwrap()
+                .match_labels
+                .as_ref()
+                .unwrap()["kubernetes.io/metadata.name"],
             "porthole-system"
         );
         assert_eq!(
-            peer.pod_selector.as_ref().unwrap().match_labels.as_ref().unwrap()[labels::NAME],
+            peer.pod_selector
+                .as_ref()
+                .unwrap()
+                .match_labels
+                .as_ref()
+                .unwrap()[labels::NAME],
             labels::OPERATOR_NAME
         );
     }

@@ -44,6 +44,8 @@ pub enum Reason {
     /// The console could not be opened; each kind of failure has its own reason.
     Upstream(UpstreamFailure),
     ProxyFailed,
+    /// porthole was uninstalled with the session open (`--release-sessions`).
+    OperatorUninstalled,
 }
 
 impl Reason {
@@ -72,6 +74,7 @@ impl Reason {
             Reason::NeverConnected => "NeverConnected",
             Reason::Upstream(failure) => failure.reason(),
             Reason::ProxyFailed => "ProxyFailed",
+            Reason::OperatorUninstalled => "OperatorUninstalled",
         }
     }
 }

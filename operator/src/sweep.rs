@@ -47,11 +47,7 @@ pub async fn run(client: Client, namespace: String, sessions: Store<ConsoleSessi
     let mut every = tokio::time::interval(EVERY);
     loop {
         every.tick().await;
-        let live: HashSet<String> = sessions
-            .state()
-            .iter()
-            .filter_map(|s| s.uid())
-            .collect();
+        let live: HashSet<String> = sessions.state().iter().filter_map(|s| s.uid()).collect();
         if let Err(error) = sweep(&client, &namespace, &live).await {
             warn!(%error, "could not sweep orphaned session children");
         }
@@ -70,7 +66,10 @@ pub async fn sweep(client: &Client, namespace: &str, live: &HashSet<String>) -> 
 
 async fn sweep_kind<K>(client: &Client, namespace: &str, live: &HashSet<String>) -> kube::Result<()>
 where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + std::fmt::Debug,
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
     K::DynamicType: Default,
 {
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
@@ -104,7 +103,11 @@ where
     info!(
         kind,
         name,
-        session = child.annotations().get(porthole_api::contract::annotations::SESSION).map(String::as_str).unwrap_or("?"),
+        session = child
+            .annotations()
+            .get(porthole_api::contract::annotations::SESSION)
+            .map(String::as_str)
+            .unwrap_or("?"),
         "deleting a child whose session is gone"
     );
     match api.delete(&name, &DeleteParams::background()).await {

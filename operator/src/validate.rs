@@ -517,12 +517,13 @@ fn proxmox_target(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
     use k8s_openapi::ByteString;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelectorRequirement, Time};
     use porthole_api::v1alpha1::{
-        ConsoleSessionSpec, HypervisorSpec, PortRange, Record, RecordingPolicy, VmRef, VncHypervisor,
+        ConsoleSessionSpec, HypervisorSpec, PortRange, Record, RecordingPolicy, VmRef,
+        VncHypervisor,
     };
-    use clap::Parser;
     use std::collections::BTreeMap;
 
     fn session(port: Option<u16>) -> ConsoleSession {
@@ -761,7 +762,11 @@ mod tests {
             (verdict.phase, verdict.reason),
             (SessionPhase::Failed, Reason::RecordingNotAllowed)
         );
-        assert!(verdict.message.contains("names a claim"), "{}", verdict.message);
+        assert!(
+            verdict.message.contains("names a claim"),
+            "{}",
+            verdict.message
+        );
     }
 
     #[test]
@@ -770,13 +775,20 @@ mod tests {
         let plan = run(&session(Some(5912)), &required).unwrap();
         assert_eq!(plan.recording.unwrap().claim_name, "audit");
         let forbidden = recording_to(RecordingMode::Forbidden, Some("audit"));
-        assert_eq!(run(&session(Some(5912)), &forbidden).unwrap().recording, None);
+        assert_eq!(
+            run(&session(Some(5912)), &forbidden).unwrap().recording,
+            None
+        );
         let verdict = run(&recorded(), &forbidden).unwrap_err();
         assert_eq!(
             (verdict.phase, verdict.reason),
             (SessionPhase::Failed, Reason::RecordingNotAllowed)
         );
-        assert!(verdict.message.contains("forbids recording"), "{}", verdict.message);
+        assert!(
+            verdict.message.contains("forbids recording"),
+            "{}",
+            verdict.message
+        );
     }
 
     #[test]

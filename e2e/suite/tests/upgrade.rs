@@ -1,9 +1,11 @@
 //! `helm upgrade` of a running install keeps sessions alive: the operator's pod
 //! is replaced, the session's proxy pod is not, a viewer watching through it
 //! keeps its console, and the new operator picks the session up where the old
-//! one left it.
+//! one left it. `helm uninstall` with a session open leaves it ended and free
+//! of porthole's finalizer (the chart's pre-delete hook), so nothing waits for
+//! an operator that is gone; the test installs porthole again after.
 //!
-//! Restarting the operator disturbs every other test, so this one lives in the
+//! Restarting the operator disturbs every other test, so these live in the
 //! `disruptive` module: `make e2e` runs those alone, after the rest.
 
 mod disruptive {
@@ -12,12 +14,14 @@ mod disruptive {
     use anyhow::{Context as _, Result, bail, ensure};
     use k8s_openapi::api::core::v1::Pod;
     use kube::Api;
+    use kube::ResourceExt;
     use kube::api::ListParams;
     use porthole_api::v1alpha1::{ConsoleSession, SessionPhase};
     use porthole_e2e::HYPERVISOR_HOST;
+    use porthole_e2e::cluster::faults::orphans_after;
     use porthole_e2e::cluster::{
         TestHypervisor, TestNamespace, child_name, children_api, client, helm_path,
-        kubeconfig_path, kubectl, ready_status, wait_for_session,
+        kubeconfig_path, kubectl, ready_status, session_pods, wait_for_session,
     };
     use porthole_e2e::rfb::{self, ConsoleUrl};
     use porthole_e2e::vm::Vm;
@@ -129,5 +133,112 @@ mod disruptive {
 
         helm_upgrade("logLevel=info").await?;
         Ok(())
+    }
+
+    /// Runs helm with `args` on the test cluster; fails with its stderr.
+    async fn helm(args: &[&str]) -> Result<()> {
+        let output = Command::new(helm_path())
+            .arg("--kubeconfig")
+            .arg(kubeconfig_path())
+            .args(args)
+            .output()
+            .await
+            .context("running helm (e2e/scripts/build-controlplane.sh helm builds it)")?;
+        if !output.status.success() {
+            bail!(
+                "helm {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(())
+    }
+
+    /// `make install` again: the chart with the test bed's values.
+    async fn reinstall() -> Result<()> {
+        let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/../../charts/porthole");
+        let values = concat!(env!("CARGO_MANIFEST_DIR"), "/../testbed-values.yaml");
+        helm(&[
+            "install",
+            RELEASE,
+            chart,
+            "--namespace",
+            NAMESPACE,
+            "-f",
+            values,
+            "--wait",
+            "--timeout",
+            "3m",
+        ])
+        .await
+    }
+
+    /// Named to run last of this file's tests: it uninstalls porthole, and
+    /// installs it again for whatever runs after.
+    #[tokio::test]
+    async fn uninstalling_the_chart_with_a_session_open_leaves_no_session_stuck() -> Result<()> {
+        let client = client().await?;
+        let ns = TestNamespace::create(&client, "uninstall").await?;
+        let hv = TestHypervisor::vnc("uninstall").await?;
+        let manifest = format!(
+            "apiVersion: porthole.dev/v1alpha1\nkind: ConsoleSession\n\
+             metadata: {{name: open, namespace: {}}}\n\
+             spec:\n  hypervisor: {}\n  vm: {{port: {VM_PORT}}}\n  timeout: 30m\n",
+            ns.name, hv.name
+        );
+        kubectl(&["apply", "-f", "-"], Some(&manifest)).await?;
+        let sessions: Api<ConsoleSession> = Api::namespaced(client.clone(), &ns.name);
+        ready_status(&sessions, "open", WAIT).await?;
+
+        let uninstalled = helm(&[
+            "uninstall",
+            RELEASE,
+            "--namespace",
+            NAMESPACE,
+            "--wait",
+            "--timeout",
+            "3m",
+        ])
+        .await;
+        let checked = async {
+            uninstalled?;
+            let session = sessions.get("open").await?;
+            ensure!(
+                session.finalizers().is_empty(),
+                "the session keeps finalizers {:?}",
+                session.finalizers()
+            );
+            let status = session.status.context("status")?;
+            ensure!(
+                status.phase == Some(SessionPhase::Completed)
+                    && status.reason.as_deref() == Some("OperatorUninstalled"),
+                "after the uninstall: {:?} {:?}",
+                status.phase,
+                status.reason
+            );
+            ensure!(
+                session_pods(&client, &ns.name).await?.is_empty(),
+                "the session's proxy pod outlived the uninstall"
+            );
+            // Deleting it needs no operator.
+            kubectl(
+                &[
+                    "-n",
+                    &ns.name,
+                    "delete",
+                    "consolesession",
+                    "open",
+                    "--timeout=30s",
+                ],
+                None,
+            )
+            .await?;
+            let orphans = orphans_after(&client, &ns.name, Duration::from_secs(5)).await?;
+            ensure!(orphans == 0, "{orphans} children left after the uninstall");
+            Ok(())
+        }
+        .await;
+        reinstall().await?;
+        checked
     }
 }
