@@ -229,7 +229,6 @@ fn hypervisor_name(text: &str) -> Result<String, NameError> {
     validate_name("hypervisor name", text).map(|()| text.to_string())
 }
 
-
 fn session_name(text: &str) -> Result<String, NameError> {
     validate_name("session name", text).map(|()| text.to_string())
 }
