@@ -487,6 +487,56 @@ pub mod faults {
         Ok(pid)
     }
 
+    /// The operator's pod IP and the host pid of its container's process,
+    /// found by the labels the node agent puts on its podman containers.
+    pub async fn operator_process(client: &Client) -> Result<(String, u32)> {
+        let pods: Api<Pod> = Api::namespaced(client.clone(), super::PORTHOLE_NAMESPACE);
+        let pod = pods
+            .list(&ListParams::default().labels("app.kubernetes.io/name=porthole-operator"))
+            .await?
+            .items
+            .into_iter()
+            .find(|p| {
+                p.metadata.deletion_timestamp.is_none()
+                    && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+            })
+            .context("no running operator pod")?;
+        let uid = pod.metadata.uid.clone().context("the pod's uid")?;
+        let ip = pod
+            .status
+            .and_then(|s| s.pod_ip)
+            .context("the operator's pod IP")?;
+        let ids = run(
+            "podman",
+            &[
+                "ps",
+                "-q",
+                "--filter",
+                &format!("label=io.porthole.pod.uid={uid}"),
+                "--filter",
+                "label=io.porthole.role=container",
+            ],
+        )
+        .await?;
+        let id = ids.lines().next().context("no operator container")?;
+        let pid: u32 = run("podman", &["inspect", "--format", "{{.State.Pid}}", id])
+            .await?
+            .trim()
+            .parse()
+            .context("the operator's pid")?;
+        Ok((ip, pid))
+    }
+
+    /// A process's resident memory, in KiB (`VmRSS` in `/proc/PID/status`).
+    pub fn rss_kib(pid: u32) -> Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .context("no VmRSS")
+    }
+
     /// Cuts the network between the pod and `host:port`, both ways, without
     /// a word to either side (packets dropped: no reset, no ICMP), inside the
     /// pod's network namespace only. The rules go with the namespace.

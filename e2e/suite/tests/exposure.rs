@@ -60,6 +60,18 @@ async fn a_viewer_makes_the_session_connected_and_leaving_makes_it_ready_again()
     let url = ready_session(&ns.name, &hv, 5926, "").await?;
     let sessions: Api<ConsoleSession> = Api::namespaced(client.clone(), &ns.name);
 
+    // `kubectl get` reads right for a live session: what a person needs at a
+    // glance, and no `<invalid>` (kubectl prints ages of past times only).
+    let table = kubectl(&["-n", &ns.name, "get", "consolesession", "web"], None).await?;
+    let header = table.lines().next().unwrap_or_default();
+    for column in ["PHASE", "VIEWERS", "TIMEOUT", "EXPIRES AT", "REASON"] {
+        assert!(header.contains(column), "no {column} column: {table}");
+    }
+    assert!(
+        !table.contains("<invalid>") && table.contains("ProxyReady"),
+        "{table}"
+    );
+
     let viewer = rfb::open_viewer(&url).await?;
     wait_for_session(&ns.name, "web", "jsonpath={.status.phase}=Connected", WAIT).await?;
     let status = sessions.get("web").await?.status.context("status")?;

@@ -5,6 +5,10 @@
 //! kubelet's probes go to the proxy's internal port), and a viewer with the
 //! right token gets the console within seconds, again and again.
 //!
+//! Nor can anyone stop the operator through its health and metrics port:
+//! 1,000 half-open connections and 700 half-sent 16 KiB heads on it leave its
+//! memory bounded, its `/healthz` answering, and sessions reconciled.
+//!
 //! The flood loads the machine, which would disturb timing-sensitive tests
 //! running beside it, so this lives in the `disruptive` module: `make e2e`
 //! runs those alone, after the rest.
@@ -17,6 +21,7 @@ mod disruptive {
     use kube::Api;
     use porthole_api::v1alpha1::{ConsoleSession, SessionPhase};
     use porthole_e2e::HYPERVISOR_HOST;
+    use porthole_e2e::cluster::faults::{operator_process, rss_kib};
     use porthole_e2e::cluster::{
         TestHypervisor, TestNamespace, child_name, children_api, client, kubectl, ready_status,
         record_figures,
@@ -66,6 +71,93 @@ mod disruptive {
             }
         }
         opened
+    }
+
+    /// Opens `count` connections to `addr` at once, each sending `head` (if
+    /// any) and then nothing more; those the server neither accepts nor
+    /// queues within a few seconds are left out.
+    async fn held_open(addr: &str, count: usize, head: Option<&[u8]>) -> Vec<TcpStream> {
+        let opening = (0..count).map(|_| async move {
+            let mut stream = timeout(Duration::from_secs(3), TcpStream::connect(addr))
+                .await
+                .ok()?
+                .ok()?;
+            if let Some(head) = head {
+                timeout(Duration::from_secs(3), stream.write_all(head))
+                    .await
+                    .ok()?
+                    .ok()?;
+            }
+            Some(stream)
+        });
+        futures::future::join_all(opening)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_flood_on_the_operators_health_port_leaves_it_reconciling_in_bounded_memory()
+    -> Result<()> {
+        let client = client().await?;
+        let (ip, pid) = operator_process(&client).await?;
+        let addr = format!("{ip}:8080");
+        let before = rss_kib(pid)?;
+        // A head of 16 KiB of header lines that never ends.
+        let mut big = b"GET /metrics HTTP/1.1\r\nHost: operator\r\n".to_vec();
+        while big.len() < 16 * 1024 {
+            big.extend_from_slice(
+                b"X-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n",
+            );
+        }
+        let silent = held_open(&addr, 1000, None).await;
+        let heavy = held_open(&addr, 700, Some(&big)).await;
+        eprintln!(
+            "holding {} silent and {} half-sent 16 KiB heads on the operator",
+            silent.len(),
+            heavy.len()
+        );
+        ensure!(
+            silent.len() + heavy.len() >= 256,
+            "the flood never filled the operator's connection slots"
+        );
+
+        // Meanwhile a session is reconciled to Ready.
+        let ns = TestNamespace::create(&client, "opflood").await?;
+        let hv = TestHypervisor::vnc("opflood").await?;
+        let manifest = format!(
+            "apiVersion: porthole.dev/v1alpha1\nkind: ConsoleSession\n\
+             metadata: {{name: meanwhile, namespace: {}}}\n\
+             spec:\n  hypervisor: {}\n  vm: {{port: 5921}}\n",
+            ns.name, hv.name
+        );
+        kubectl(&["apply", "-f", "-"], Some(&manifest)).await?;
+        let sessions: Api<ConsoleSession> = Api::namespaced(client.clone(), &ns.name);
+        ready_status(&sessions, "meanwhile", WAIT)
+            .await
+            .context("a session applied during the flood")?;
+        let after = rss_kib(pid)?;
+        // Connections waiting in the kernel cost the operator nothing; those
+        // it holds cost a bounded buffer each (256 at most). The old server
+        // read every head whole into memory: 700 x 16 KiB and growing.
+        let grown_mib = after.saturating_sub(before) as f64 / 1024.0;
+        ensure!(
+            grown_mib <= 24.0,
+            "the operator grew {grown_mib:.1} MiB under the flood ({before} -> {after} KiB)"
+        );
+        drop((silent, heavy));
+        eprintln!("operator RSS {before} -> {after} KiB under the flood");
+        record_figures(&json!({
+            "test": "flood_on_the_operators_health_port",
+            "fault": "1,000 half-open connections and 700 half-sent 16 KiB heads on the operator's /metrics port",
+            "faults_injected": 1,
+            "sessions_run": 1,
+            "sessions_lost": 0,
+            "orphans_left": 0,
+            "outcome": format!("a session applied meanwhile became Ready; the operator's RSS grew {grown_mib:.1} MiB"),
+        }))?;
+        Ok(())
     }
 
     #[tokio::test]
