@@ -183,17 +183,8 @@ pub struct SessionArgs {
     /// one); more get 503.
     #[arg(long, default_value_t = 32)]
     pub max_connections: usize,
-    /// Console HTTP connections not upgraded to a WebSocket, at most; a
-    /// newcomer past it closes the oldest idle one.
-    #[arg(long, default_value_t = 256)]
-    pub max_pending: usize,
-    /// ... of them from one address (an IPv6 /64).
-    #[arg(long, default_value_t = 128)]
-    pub max_pending_per_source: usize,
-    /// A console HTTP connection must send each complete request head within
-    /// this long of opening or of its previous response.
-    #[arg(long, default_value = "5s", value_parser = duration)]
-    pub request_timeout: Duration,
+    #[command(flatten)]
+    pub pending: PendingArgs,
     /// Largest WebSocket message (and frame) accepted from a browser, in bytes.
     #[arg(long, default_value_t = 1 << 20)]
     pub max_message_size: usize,
@@ -222,14 +213,39 @@ pub struct SessionArgs {
     pub record: Option<PathBuf>,
 }
 
-impl SessionArgs {
-    pub fn console_limits(&self) -> crate::server::Limits {
+/// HTTP connections not yet upgraded to a WebSocket, in both modes: what
+/// keeps a flood of them from shutting viewers out (see [`crate::server`]).
+#[derive(Debug, Clone, clap::Args)]
+pub struct PendingArgs {
+    /// HTTP connections not upgraded to a WebSocket, at most; a newcomer past
+    /// it closes the oldest idle one.
+    #[arg(long, default_value_t = 256)]
+    pub max_pending: usize,
+    /// ... of them from one address (an IPv6 /64).
+    #[arg(long, default_value_t = 128)]
+    pub max_pending_per_source: usize,
+    /// An HTTP connection must send each complete request head within this
+    /// long of opening (after its TLS handshake, if any) or of its previous
+    /// response.
+    #[arg(long, default_value = "5s", value_parser = duration)]
+    pub request_timeout: Duration,
+}
+
+impl PendingArgs {
+    /// The listener's limits, with at most `max_upgraded` WebSockets.
+    pub fn limits(&self, max_upgraded: usize) -> crate::server::Limits {
         crate::server::Limits {
             max_pending: self.max_pending,
             max_pending_per_source: self.max_pending_per_source,
-            max_upgraded: self.max_connections,
+            max_upgraded,
             request_timeout: self.request_timeout,
         }
+    }
+}
+
+impl SessionArgs {
+    pub fn console_limits(&self) -> crate::server::Limits {
+        self.pending.limits(self.max_connections)
     }
 
     pub fn limits(&self) -> Limits {

@@ -37,21 +37,20 @@ mod disruptive {
     /// `helm upgrade` of the installed release, keeping its values but `set`.
     async fn helm_upgrade(set: &str) -> Result<()> {
         let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/../../charts/porthole");
-        let output = Command::new(helm_path())
-            .arg("--kubeconfig")
-            .arg(kubeconfig_path())
-            .args(["upgrade", RELEASE, chart, "--namespace", NAMESPACE])
-            .args(["--reuse-values", "--set", set, "--wait", "--timeout", "2m"])
-            .output()
-            .await
-            .context("running helm (e2e/scripts/build-controlplane.sh helm builds it)")?;
-        if !output.status.success() {
-            bail!(
-                "helm upgrade --set {set} failed: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        Ok(())
+        helm(&[
+            "upgrade",
+            RELEASE,
+            chart,
+            "--namespace",
+            NAMESPACE,
+            "--reuse-values",
+            "--set",
+            set,
+            "--wait",
+            "--timeout",
+            "2m",
+        ])
+        .await
     }
 
     /// Names of the operator's running pods.

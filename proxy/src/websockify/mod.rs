@@ -221,17 +221,8 @@ pub struct WebsockifyArgs {
     /// WebSocket connections open at once at most; more get 503.
     #[arg(long, default_value_t = 256)]
     pub max_connections: usize,
-    /// HTTP connections not upgraded to a WebSocket, at most; a newcomer past
-    /// it closes the oldest idle one.
-    #[arg(long, default_value_t = 256)]
-    pub max_pending: usize,
-    /// ... of them from one address (an IPv6 /64).
-    #[arg(long, default_value_t = 128)]
-    pub max_pending_per_source: usize,
-    /// An HTTP connection must send each complete request head within this
-    /// long of opening (after its TLS handshake) or of its previous response.
-    #[arg(long, default_value = "5s", value_parser = duration)]
-    pub request_timeout: Duration,
+    #[command(flatten)]
+    pub pending: crate::config::PendingArgs,
     /// Largest WebSocket message (and frame) accepted, in bytes.
     #[arg(long, default_value_t = 1 << 20)]
     pub max_message_size: usize,
@@ -379,12 +370,7 @@ impl Websockify {
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> u8 {
-        let limits = server::Limits {
-            max_pending: self.args.max_pending,
-            max_pending_per_source: self.args.max_pending_per_source,
-            max_upgraded: self.args.max_connections,
-            request_timeout: self.args.request_timeout,
-        };
+        let limits = self.args.pending.limits(self.args.max_connections);
         let stop = server::Stop {
             accepting: self.accepting.clone(),
             connections: self.stop.clone(),
