@@ -60,11 +60,7 @@ pub async fn run_controller(client: Client, ctx: Arc<Context>) {
         by_uid(store.clone()),
         by_uid(sessions),
     );
-    tokio::spawn(crate::sweep::run(
-        client.clone(),
-        children.clone(),
-        store.clone(),
-    ));
+    tokio::spawn(crate::sweep::run(client.clone(), children.clone()));
     controller
         .reconcile_on(viewer_triggers)
         .watches(

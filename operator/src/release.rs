@@ -47,10 +47,10 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
         })?;
         released += 1;
     }
-    crate::sweep::sweep(&client, config.sessions_namespace(), &HashSet::new()).await?;
+    let swept = crate::sweep::sweep(&client, config.sessions_namespace(), &HashSet::new()).await?;
     info!(
         released,
-        "every session released; porthole can be uninstalled"
+        swept, "every session released; porthole can be uninstalled"
     );
     Ok(())
 }

@@ -11,7 +11,6 @@ use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, DeleteParams, ListParams, PartialObjectMeta};
-use kube::runtime::reflector::Store;
 use kube::{Client, Resource, ResourceExt};
 use porthole_api::contract::labels;
 use porthole_api::v1alpha1::ConsoleSession;
@@ -39,32 +38,47 @@ pub fn is_orphan(
     old_enough && !live.contains(uid)
 }
 
-/// Sweeps every [`EVERY`], once the store of sessions has synced.
-pub async fn run(client: Client, namespace: String, sessions: Store<ConsoleSession>) {
-    if sessions.wait_until_ready().await.is_err() {
-        return;
-    }
+/// Sweeps at once, then every [`EVERY`]. Each pass lists the sessions
+/// afresh (their metadata only) rather than trusting a cache: a child is
+/// deleted only if no session with its uid exists in the API server now.
+pub async fn run(client: Client, namespace: String) {
+    let sessions: Api<ConsoleSession> = Api::all(client.clone());
     let mut every = tokio::time::interval(EVERY);
     loop {
         every.tick().await;
-        let live: HashSet<String> = sessions.state().iter().filter_map(|s| s.uid()).collect();
-        if let Err(error) = sweep(&client, &namespace, &live).await {
-            warn!(%error, "could not sweep orphaned session children");
+        let live = match sessions.list_metadata(&ListParams::default()).await {
+            Ok(list) => list.items.iter().filter_map(|s| s.uid()).collect(),
+            Err(error) => {
+                warn!(%error, "could not list sessions to sweep their orphaned children");
+                continue;
+            }
+        };
+        match sweep(&client, &namespace, &live).await {
+            Ok(0) => {}
+            Ok(swept) => info!(swept, "deleted children whose session is gone"),
+            Err(error) => warn!(%error, "could not sweep orphaned session children"),
         }
     }
 }
 
-/// One pass over every kind of child.
-pub async fn sweep(client: &Client, namespace: &str, live: &HashSet<String>) -> kube::Result<()> {
-    sweep_kind::<Pod>(client, namespace, live).await?;
-    sweep_kind::<Service>(client, namespace, live).await?;
-    sweep_kind::<Secret>(client, namespace, live).await?;
-    sweep_kind::<NetworkPolicy>(client, namespace, live).await?;
-    sweep_kind::<Ingress>(client, namespace, live).await?;
-    Ok(())
+/// One pass over every kind of child; how many were deleted.
+pub async fn sweep(
+    client: &Client,
+    namespace: &str,
+    live: &HashSet<String>,
+) -> kube::Result<usize> {
+    Ok(sweep_kind::<Pod>(client, namespace, live).await?
+        + sweep_kind::<Service>(client, namespace, live).await?
+        + sweep_kind::<Secret>(client, namespace, live).await?
+        + sweep_kind::<NetworkPolicy>(client, namespace, live).await?
+        + sweep_kind::<Ingress>(client, namespace, live).await?)
 }
 
-async fn sweep_kind<K>(client: &Client, namespace: &str, live: &HashSet<String>) -> kube::Result<()>
+async fn sweep_kind<K>(
+    client: &Client,
+    namespace: &str,
+    live: &HashSet<String>,
+) -> kube::Result<usize>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -85,14 +99,16 @@ where
         .await?;
     let now = Timestamp::now();
     let kind = K::kind(&K::DynamicType::default()).to_string();
+    let mut deleted = 0;
     for child in children.items {
         let created = child.metadata.creation_timestamp.as_ref().map(|t| t.0);
         if !is_orphan(child.labels(), created, live, now) {
             continue;
         }
         delete(&api, &kind, &child).await?;
+        deleted += 1;
     }
-    Ok(())
+    Ok(deleted)
 }
 
 async fn delete<K>(api: &Api<K>, kind: &str, child: &PartialObjectMeta<K>) -> kube::Result<()>

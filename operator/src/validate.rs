@@ -157,10 +157,10 @@ pub fn plan(
                 invalid_spec(e.to_string())
             }
         })?;
-    let recording = recording(session, hypervisor, observed, config)?;
     let uid = session
         .uid()
         .expect("a ConsoleSession read from the API has a uid");
+    let recording = recording(session, &uid, hypervisor, observed, config)?;
     let viewers = session.spec.viewers.clone().unwrap_or_default();
     let token = observed
         .session_secret
@@ -259,6 +259,7 @@ pub fn recording_claim(
 /// exist, or the pod would wait for it forever without saying why.
 fn recording(
     session: &ConsoleSession,
+    uid: &str,
     hypervisor: &Hypervisor,
     observed: &Observed,
     config: &Config,
@@ -285,15 +286,12 @@ fn recording(
         RecordingClaim::BeingDeleted => return Err(waiting("is being deleted")),
         RecordingClaim::Present | RecordingClaim::NotChecked => {}
     }
-    let uid = session
-        .uid()
-        .expect("a ConsoleSession read from the API has a uid");
     Ok(Some(Recording {
         claim_name: claim,
         base: format!(
             "{}/{}",
             contract::RECORDING_MOUNT,
-            contract::recording_base(&namespace, &session.name_any(), &uid)
+            contract::recording_base(&namespace, &session.name_any(), uid)
         ),
     }))
 }
