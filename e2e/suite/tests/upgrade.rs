@@ -21,7 +21,7 @@ mod disruptive {
     use porthole_e2e::cluster::faults::orphans_after;
     use porthole_e2e::cluster::{
         TestHypervisor, TestNamespace, child_name, children_api, client, helm_path,
-        kubeconfig_path, kubectl, ready_status, session_pods, wait_for_session,
+        kubeconfig_path, kubectl, ready_status, wait_for_session,
     };
     use porthole_e2e::rfb::{self, ConsoleUrl};
     use porthole_e2e::vm::Vm;
@@ -215,11 +215,10 @@ mod disruptive {
                 status.phase,
                 status.reason
             );
-            ensure!(
-                session_pods(&client, &ns.name).await?.is_empty(),
-                "the session's proxy pod outlived the uninstall"
-            );
-            // Deleting it needs no operator.
+            // The machinery is deleted (pods take their grace period to go).
+            let orphans = orphans_after(&client, &ns.name, WAIT).await?;
+            ensure!(orphans == 0, "{orphans} children outlived the uninstall");
+            // Deleting the session needs no operator.
             kubectl(
                 &[
                     "-n",
@@ -232,8 +231,6 @@ mod disruptive {
                 None,
             )
             .await?;
-            let orphans = orphans_after(&client, &ns.name, Duration::from_secs(5)).await?;
-            ensure!(orphans == 0, "{orphans} children left after the uninstall");
             Ok(())
         }
         .await;
