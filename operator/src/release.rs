@@ -18,6 +18,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::SignedDuration;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use porthole_api::contract::FINALIZER;
@@ -47,7 +48,15 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
         })?;
         released += 1;
     }
-    let swept = crate::sweep::sweep(&client, config.sessions_namespace(), &HashSet::new()).await?;
+    // The operator is stopped and every session released: every child goes,
+    // however young.
+    let swept = crate::sweep::sweep(
+        &client,
+        config.sessions_namespace(),
+        &HashSet::new(),
+        SignedDuration::ZERO,
+    )
+    .await?;
     info!(
         released,
         swept, "every session released; porthole can be uninstalled"

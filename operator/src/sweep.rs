@@ -19,22 +19,24 @@ use tracing::{info, warn};
 
 /// How often the sweep runs.
 const EVERY: Duration = Duration::from_secs(60);
-/// A child younger than this is left alone: its session may be newer than
-/// the store's view of it.
-const GRACE: SignedDuration = SignedDuration::from_secs(30);
+/// A child younger than this is left alone: its session may have been
+/// created after the sessions were listed.
+pub const GRACE: SignedDuration = SignedDuration::from_secs(30);
 
-/// Whether a child, by its labels and age, belongs to no session in `live`.
+/// Whether a child, by its labels and age, belongs to no session in `live`
+/// and is at least `grace` old.
 pub fn is_orphan(
     child_labels: &std::collections::BTreeMap<String, String>,
     created: Option<Timestamp>,
     live: &HashSet<String>,
+    grace: SignedDuration,
     now: Timestamp,
 ) -> bool {
     let Some(uid) = child_labels.get(labels::SESSION_UID) else {
         // Not ours to judge: made before children carried their session's uid.
         return false;
     };
-    let old_enough = created.is_some_and(|at| at + GRACE <= now);
+    let old_enough = created.is_some_and(|at| at + grace <= now);
     old_enough && !live.contains(uid)
 }
 
@@ -53,7 +55,7 @@ pub async fn run(client: Client, namespace: String) {
                 continue;
             }
         };
-        match sweep(&client, &namespace, &live).await {
+        match sweep(&client, &namespace, &live, GRACE).await {
             Ok(0) => {}
             Ok(swept) => info!(swept, "deleted children whose session is gone"),
             Err(error) => warn!(%error, "could not sweep orphaned session children"),
@@ -66,18 +68,20 @@ pub async fn sweep(
     client: &Client,
     namespace: &str,
     live: &HashSet<String>,
+    grace: SignedDuration,
 ) -> kube::Result<usize> {
-    Ok(sweep_kind::<Pod>(client, namespace, live).await?
-        + sweep_kind::<Service>(client, namespace, live).await?
-        + sweep_kind::<Secret>(client, namespace, live).await?
-        + sweep_kind::<NetworkPolicy>(client, namespace, live).await?
-        + sweep_kind::<Ingress>(client, namespace, live).await?)
+    Ok(sweep_kind::<Pod>(client, namespace, live, grace).await?
+        + sweep_kind::<Service>(client, namespace, live, grace).await?
+        + sweep_kind::<Secret>(client, namespace, live, grace).await?
+        + sweep_kind::<NetworkPolicy>(client, namespace, live, grace).await?
+        + sweep_kind::<Ingress>(client, namespace, live, grace).await?)
 }
 
 async fn sweep_kind<K>(
     client: &Client,
     namespace: &str,
     live: &HashSet<String>,
+    grace: SignedDuration,
 ) -> kube::Result<usize>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
@@ -102,7 +106,7 @@ where
     let mut deleted = 0;
     for child in children.items {
         let created = child.metadata.creation_timestamp.as_ref().map(|t| t.0);
-        if !is_orphan(child.labels(), created, live, now) {
+        if !is_orphan(child.labels(), created, live, grace, now) {
             continue;
         }
         delete(&api, &kind, &child).await?;
@@ -148,12 +152,21 @@ mod tests {
         let now = Timestamp::now();
         let old = Some(now - SignedDuration::from_secs(60));
         let live = HashSet::from(["alive".to_string()]);
-        assert!(is_orphan(&labelled(Some("gone")), old, &live, now));
-        assert!(!is_orphan(&labelled(Some("alive")), old, &live, now));
-        // Just made: the store may not have seen its session yet.
+        assert!(is_orphan(&labelled(Some("gone")), old, &live, GRACE, now));
+        assert!(!is_orphan(&labelled(Some("alive")), old, &live, GRACE, now));
+        // Just made: its session may be newer than the list of sessions.
         let new = Some(now - SignedDuration::from_secs(5));
-        assert!(!is_orphan(&labelled(Some("gone")), new, &live, now));
+        assert!(!is_orphan(&labelled(Some("gone")), new, &live, GRACE, now));
+        // Unless no session can come (uninstalling): then age does not matter.
+        let no_grace = SignedDuration::ZERO;
+        assert!(is_orphan(
+            &labelled(Some("gone")),
+            new,
+            &live,
+            no_grace,
+            now
+        ));
         // Without the uid label, it is not ours to judge.
-        assert!(!is_orphan(&labelled(None), old, &live, now));
+        assert!(!is_orphan(&labelled(None), old, &live, GRACE, now));
     }
 }
