@@ -43,6 +43,7 @@ use tracing::{info, warn};
 use self::apply::{Children, apply, children_of, wind_down};
 use self::dereference::dereference;
 use self::next::Next;
+pub use self::update_status::apply_status;
 use self::update_status::{finish, serving, update_status};
 use crate::context::Context;
 use crate::proxmox::{Authenticated, authenticate};

@@ -27,7 +27,7 @@ use serde_json::json;
 use tracing::info;
 
 use crate::config::Config;
-use crate::reconcile::MANAGER;
+use crate::reconcile::apply_status;
 use crate::status::{Reason, Verdict};
 
 /// Labels of the operator's own pods (the chart's selector labels).
@@ -109,16 +109,7 @@ async fn release(client: &Client, session: &ConsoleSession) -> anyhow::Result<()
             "porthole was uninstalled: the console is gone",
         );
         let status = verdict.to_status(previous, session.metadata.generation);
-        api.patch_status(
-            &session.name_any(),
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(json!({
-                "apiVersion": "porthole.dev/v1alpha1",
-                "kind": "ConsoleSession",
-                "status": status,
-            })),
-        )
-        .await?;
+        apply_status(client, session, &status).await?;
     }
     if let Some(index) = session.finalizers().iter().position(|f| f == FINALIZER) {
         // `test` first: the list may have changed since it was read.

@@ -6,7 +6,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
-use porthole_api::v1alpha1::{ConsoleSession, SessionPhase};
+use porthole_api::v1alpha1::{ConsoleSession, ConsoleSessionStatus, SessionPhase};
 use serde_json::json;
 use tracing::{info, warn};
 
@@ -92,6 +92,29 @@ pub(super) async fn finish(
     Ok(())
 }
 
+/// Writes `status` as the session's whole status, by server-side apply with
+/// the operator's one field manager.
+pub async fn apply_status(
+    client: &kube::Client,
+    session: &ConsoleSession,
+    status: &ConsoleSessionStatus,
+) -> kube::Result<()> {
+    let api: Api<ConsoleSession> =
+        Api::namespaced(client.clone(), &session.namespace().unwrap_or_default());
+    let patch = json!({
+        "apiVersion": "porthole.dev/v1alpha1",
+        "kind": "ConsoleSession",
+        "status": status,
+    });
+    api.patch_status(
+        &session.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map(drop)
+}
+
 /// Writes the status when it changed, with an Event for each phase transition.
 pub(super) async fn update_status(
     session: &ConsoleSession,
@@ -104,19 +127,7 @@ pub(super) async fn update_status(
     if previous == Some(&status) {
         return Ok(());
     }
-    let api: Api<ConsoleSession> =
-        Api::namespaced(ctx.client.clone(), &session.namespace().unwrap_or_default());
-    let patch = json!({
-        "apiVersion": "porthole.dev/v1alpha1",
-        "kind": "ConsoleSession",
-        "status": status,
-    });
-    api.patch_status(
-        &session.name_any(),
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
+    apply_status(&ctx.client, session, &status).await?;
     if let Some(now) = &status.viewers {
         let before = previous.and_then(|p| p.viewers.as_ref());
         let address = verdict
