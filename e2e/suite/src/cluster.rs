@@ -96,21 +96,22 @@ fn cache_dir() -> PathBuf {
         })
 }
 
-pub async fn client() -> Result<Client> {
+/// The test cluster's client settings, from its kubeconfig.
+async fn config() -> Result<Config> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig_path())
         .context("reading the test cluster's kubeconfig: run `make cluster-up` first")?;
-    let config = Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
-    Ok(Client::try_from(config)?)
+    Ok(Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?)
+}
+
+pub async fn client() -> Result<Client> {
+    Ok(Client::try_from(config().await?)?)
 }
 
 /// A client acting as `user` (impersonated by the test bed's admin), in the
 /// group every authenticated user has, as a person with kubectl would.
 pub async fn client_as(user: &str) -> Result<Client> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig_path())
-        .context("reading the test cluster's kubeconfig: run `make cluster-up` first")?;
-    let mut config = Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
+    let mut config = config().await?;
     config.auth_info.impersonate = Some(user.to_string());
     config.auth_info.impersonate_groups = Some(vec!["system:authenticated".to_string()]);
     Ok(Client::try_from(config)?)
